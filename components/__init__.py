@@ -1,0 +1,1 @@
+"""KFP components: thin typed wrappers, one per stage, calling `sidreasoner_core`."""

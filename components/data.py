@@ -1,0 +1,15 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def data_op(data_uri: str, config_json: str, dataset: Output[Dataset], stats: Output[Metrics],
+            category: str = "", tracking_uri: str = "", parent_run_id: str = ""):
+    """Data stage: raw or processed reviews -> items.parquet + samples.parquet."""
+    from sidreasoner_core.data.stage import step
+
+    metrics = step(config_json, data_uri, dataset.path, tracking_uri, parent_run_id, category=category or None)
+    for name, value in metrics.items():
+        stats.log_metric(name, value)

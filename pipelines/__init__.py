@@ -1,0 +1,1 @@
+"""KFP pipeline definitions (cluster) and the local runner (kfp.local)."""

@@ -1,0 +1,75 @@
+"""Stage configs: pydantic models with documented defaults, loadable from YAML/JSON.
+
+A pipeline config is one mapping with a section per stage (`data`, `sids`, ...);
+`section()` takes a stage's part of it so every runner (library, CLI, KFP)
+builds the stage config the same way.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound="StageConfig")
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @classmethod
+    def build(cls: type[T], data: dict | None = None, source: str = "<config>", **overrides: Any) -> T:
+        """Validate `data` merged with non-None `overrides`; errors name the field and source."""
+        merged = dict(data or {})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            lines = [f"{source}: invalid {cls.__name__}:"]
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"])
+                lines.append(f"  field '{field}': {err['msg']}")
+            raise ConfigError("\n".join(lines)) from None
+
+
+def load_mapping(source: str | Path | dict | None) -> dict:
+    """A dict from a YAML/JSON file, a preset name, a JSON string, or a dict."""
+    if source is None or source == "":
+        return {}
+    if isinstance(source, dict):
+        return source
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    path = Path(text)
+    if not path.exists() and (PRESETS_DIR / f"{text}.yaml").exists():
+        path = PRESETS_DIR / f"{text}.yaml"
+    if not path.exists():
+        raise ConfigError(f"{text}: config file or preset not found (presets: {list_presets()})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def section(source: str | Path | dict | None, name: str) -> dict:
+    data = load_mapping(source)
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping")
+    return value
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))

@@ -1,0 +1,1 @@
+"""Data stage: raw or processed Amazon reviews -> items.parquet + samples.parquet."""

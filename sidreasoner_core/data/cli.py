@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import ConfigError, section
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("data")
+    def data_cmd(
+        input: str = typer.Option(..., "--input", help="input directory (processed CSV or Amazon raw files)"),
+        out: str = typer.Option(..., "--out", help="output artifact directory (local or s3://)"),
+        format: str = typer.Option("auto", "--format", help="auto|csv|amazon2018|amazon2023"),
+        config: Optional[str] = typer.Option(None, "--config", help="pipeline config YAML/preset; its `data` section is used"),
+        k_core: Optional[int] = typer.Option(None, "--k-core"),
+        skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="quarantine malformed lines instead of failing"),
+    ) -> None:
+        """Run the data stage alone: items.parquet + samples.parquet + stats."""
+        from ..cli import fail
+        from .config import DataConfig
+        from .errors import DataError
+        from .stage import run
+
+        try:
+            cfg = DataConfig.build(section(config, "data"), source=config or "<cli>", format=format,
+                                   k_core=k_core, skip_bad_lines=skip_bad_lines or None)
+            art = run(cfg, Path(input), out)
+        except (DataError, ConfigError) as exc:
+            fail(str(exc))
+        typer.echo(json.dumps(art.manifest["stats"], indent=2))

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import StageConfig
+
+
+class DataConfig(StageConfig):
+    """Data stage settings (SPEC §0)."""
+
+    format: Literal["auto", "csv", "amazon2018", "amazon2023"] = Field(
+        "auto", description="input format; auto detects it from the files present")
+    category: str | None = Field(None, description="category name; default: the input directory's name")
+    k_core: int = Field(5, ge=1, description="iterative k-core on users and items (raw inputs)")
+    max_history: int = Field(10, ge=1, description="sliding window: at most this many previous items")
+    split_ratio: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/valid/test by target time")
+    min_title_chars: int = Field(2, ge=1, description="items with a shorter (stripped) title are dropped")
+    skip_bad_lines: bool = Field(False, description="skip malformed lines into quarantine.jsonl instead of failing")

@@ -1,0 +1,108 @@
+"""Data stage entry point: `run(config, input_path, out)`."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..artifacts import Artifact, open_artifact, write_artifact
+from . import processed_csv
+from .config import DataConfig
+from .errors import BadLines, DataError
+from .schema import (ITEMS_FILE, ITEMS_SCHEMA, KIND, QUARANTINE_FILE, SAMPLES_FILE, SAMPLES_SCHEMA,
+                     SPLITS, STATS_FILE, write_table)
+
+log = logging.getLogger(__name__)
+
+
+def detect_format(path: Path) -> str:
+    if processed_csv.looks_like(path):
+        return "csv"
+    from . import amazon_raw
+
+    fmt = amazon_raw.detect(path)
+    if fmt:
+        return fmt
+    raise DataError(f"{path}: cannot detect the input format (expected train/valid/test.csv + item.json, "
+                    "or Amazon reviews + meta JSON lines); name it with --format")
+
+
+def _check_ids(items: pd.DataFrame, samples: pd.DataFrame) -> None:
+    known = set(items["item_id"])
+    for rec in samples.itertuples(index=False):
+        unknown = [h for h in rec.history if h not in known]
+        if unknown:
+            raise DataError(f"{rec._row}: history item id {unknown[0]!r} is not in the item table")
+        if rec.target not in known:
+            raise DataError(f"{rec._row}: target item id {rec.target!r} is not in the item table")
+
+
+def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, BadLines]:
+    """Read and process the input; returns (items, samples, stats, bad-line log)."""
+    path = Path(input_path)
+    if not path.exists():
+        raise DataError(f"{path}: input does not exist")
+    fmt = config.format if config.format != "auto" else detect_format(path)
+    category = config.category or path.name
+    bad = BadLines(skip=config.skip_bad_lines)
+    dropped: dict[str, int] = {}
+    if fmt == "csv":
+        items = processed_csv.read_items(path, category)
+        samples = processed_csv.read_samples(path, config.max_history, bad)
+    else:
+        from . import amazon_raw
+
+        items, samples, dropped = amazon_raw.build(path, fmt, config, category, bad)
+    if samples.empty:
+        raise DataError(f"{path}: no samples left after reading")
+    _check_ids(items, samples)
+    counts = samples["split"].value_counts().to_dict()
+    stats = {
+        "format": fmt,
+        "category": category,
+        "users": int(samples["user_id"].nunique()),
+        "items": int(len(items)),
+        "samples": {s: int(counts.get(s, 0)) for s in SPLITS},
+        "dropped": {**dropped, **{f"bad_line:{k}": v for k, v in bad.counts.items()}},
+        "reference_sids": int(items["reference_sid"].notna().sum()),
+    }
+    return items, samples, stats, bad
+
+
+def run(config: DataConfig, input_path: str | Path, out: str | Path) -> Artifact:
+    items, samples, stats, bad = build(config, input_path)
+    with write_artifact(out, kind=KIND, config=config, parents=[{"uri": str(input_path), "kind": "raw"}],
+                        extra={"stats": stats}) as d:
+        write_table(items, ITEMS_SCHEMA, d / ITEMS_FILE)
+        write_table(samples, SAMPLES_SCHEMA, d / SAMPLES_FILE)
+        (d / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        bad.write_quarantine(d / QUARANTINE_FILE)
+    log.info("data stage: %s", json.dumps(stats))
+    return open_artifact(out, kind=KIND)
+
+
+def step(config_json: str, data_uri: str, out: str, tracking_uri: str = "", parent_run_id: str = "",
+         **overrides) -> dict:
+    """The pipeline step: config from the pipeline config's `data` section, tracked in MLflow."""
+    from ..config import section
+    from ..storage import download_prefix, is_s3
+    from ..tracking import stage_run
+
+    config = DataConfig.build(section(config_json, "data"), source="config_json", **overrides)
+    local_input = Path(data_uri)
+    if is_s3(data_uri):
+        import tempfile
+
+        local_input = Path(tempfile.mkdtemp(prefix="sidr-data-")) / Path(data_uri.rstrip("/")).name
+        download_prefix(data_uri, local_input)
+    with stage_run("data", config, tracking_uri, parent_run_id) as tracker:
+        art = run(config, local_input, out)
+        stats = art.manifest["stats"]
+        metrics = {"users": stats["users"], "items": stats["items"],
+                   **{f"samples_{k}": v for k, v in stats["samples"].items()},
+                   **{f"dropped_{k}": v for k, v in stats["dropped"].items()}}
+        tracker.log_metrics(metrics)
+        tracker.log_output(art, files=("stats.json",))
+    return metrics

@@ -1,0 +1,124 @@
+"""The SID codec and catalogue trie: the one place that formats, parses and validates SIDs.
+
+A Semantic ID is a short tuple of codes, one per level, written as tokens with
+the level's letter and no separator: codes (12, 34, 5) <-> "<a_12><b_34><c_5>".
+The catalogue trie answers "which tokens may follow this prefix" for constrained
+decoding, rewards and serving.
+"""
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+LEVEL_LETTERS = string.ascii_lowercase
+TOKEN_RE = re.compile(r"<([a-z])_(\d+)>")
+SID_RE = re.compile(r"(?:<[a-z]_\d+>)+")
+
+SIDS_FILE = "sids.parquet"   # the SID table of the sids artifact: item_id, sid, codes
+KIND = "sids"
+
+
+class SIDError(ValueError):
+    pass
+
+
+def token(level: int, code: int) -> str:
+    return f"<{LEVEL_LETTERS[level]}_{code}>"
+
+
+def format_sid(codes: Sequence[int]) -> str:
+    return "".join(token(level, int(c)) for level, c in enumerate(codes))
+
+
+def parse_sid(text: str, levels: int | None = None, codes_per_level: int | None = None) -> tuple[int, ...]:
+    """Parse exactly one SID; raise SIDError on anything malformed."""
+    text = text.strip()
+    tokens = TOKEN_RE.findall(text)
+    if not tokens or "".join(f"<{l}_{c}>" for l, c in tokens) != text:
+        raise SIDError(f"not a SID: {text[:80]!r}")
+    codes = []
+    for level, (letter, code) in enumerate(tokens):
+        if letter != LEVEL_LETTERS[level]:
+            raise SIDError(f"SID {text!r}: token {level + 1} has level '{letter}', expected '{LEVEL_LETTERS[level]}'")
+        if code != str(int(code)):
+            raise SIDError(f"SID {text!r}: code {code!r} has leading zeros")
+        if codes_per_level is not None and int(code) >= codes_per_level:
+            raise SIDError(f"SID {text!r}: code {code} out of range (< {codes_per_level})")
+        codes.append(int(code))
+    if levels is not None and len(codes) != levels:
+        raise SIDError(f"SID {text!r}: {len(codes)} levels, expected {levels}")
+    return tuple(codes)
+
+
+def tokens_of(sid: str) -> list[str]:
+    """The SID's tokens in order (validated)."""
+    return [token(i, c) for i, c in enumerate(parse_sid(sid))]
+
+
+def vocabulary(levels: int = 3, codes_per_level: int = 256) -> list[str]:
+    """All SID tokens, in a deterministic order (level-major), for the tokenizer."""
+    return [token(l, c) for l in range(levels) for c in range(codes_per_level)]
+
+
+def find_sids(text: str) -> list[str]:
+    """Every maximal run of SID tokens in free text (not validated against a catalogue)."""
+    return SID_RE.findall(text)
+
+
+@dataclass
+class _Node:
+    children: dict[int, "_Node"] = field(default_factory=dict)
+    item: str | None = None
+
+
+class Catalogue:
+    """The set of catalogue SIDs as a trie over codes, with item lookups both ways."""
+
+    def __init__(self, sid_by_item: dict[str, str] | Iterable[tuple[str, str]]):
+        pairs = sid_by_item.items() if isinstance(sid_by_item, dict) else sid_by_item
+        self.root = _Node()
+        self.sid_by_item: dict[str, str] = {}
+        self.item_by_sid: dict[str, str] = {}
+        for item, sid in pairs:
+            codes = parse_sid(sid)
+            if sid in self.item_by_sid:
+                raise SIDError(f"SID {sid} is shared by items {self.item_by_sid[sid]!r} and {item!r}")
+            node = self.root
+            for c in codes:
+                node = node.children.setdefault(c, _Node())
+            if node.children:
+                raise SIDError(f"SID {sid} of item {item!r} is a prefix of another SID")
+            node.item = item
+            self.sid_by_item[item] = sid
+            self.item_by_sid[sid] = item
+        self.levels = max((len(parse_sid(s)) for s in self.item_by_sid), default=0)
+
+    def __len__(self) -> int:
+        return len(self.item_by_sid)
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self.item_by_sid
+
+    def _node(self, prefix: Sequence[int]) -> _Node | None:
+        node = self.root
+        for c in prefix:
+            node = node.children.get(c)
+            if node is None:
+                return None
+        return node
+
+    def allowed_codes(self, prefix: Sequence[int]) -> list[int]:
+        """Codes that may follow `prefix` at the next level (empty at a leaf or off-trie)."""
+        node = self._node(prefix)
+        return sorted(node.children) if node else []
+
+    def allowed_tokens(self, prefix_tokens: Sequence[str]) -> list[str]:
+        prefix = [int(TOKEN_RE.fullmatch(t).group(2)) for t in prefix_tokens]
+        level = len(prefix)
+        return [token(level, c) for c in self.allowed_codes(prefix)]
+
+    def is_complete(self, prefix: Sequence[int]) -> bool:
+        node = self._node(prefix)
+        return node is not None and node.item is not None
