@@ -1,0 +1,1 @@
+"""Reasoning stages: cold-start activation SFT and GRPO with the prefix-match reward (SPEC §4-5)."""

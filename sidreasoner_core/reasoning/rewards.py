@@ -1,0 +1,187 @@
+"""GRPO rewards of SPEC §5 as plain functions with TRL's reward interface.
+
+    r = r_rule + λ·r_format        (λ = 0.1 in the paper; TRL applies it as a reward weight)
+
+Every function has the signature `f(prompts, completions, completion_ids=None, **columns) -> list[float]`;
+the target SID arrives as the dataset column `target_sid`. Catalogue and options are bound with
+`functools.partial` (TRL names a partial after the wrapped function), see `reward_functions()`.
+
+How a completion is read (`parse_prediction`):
+- the answer is the text after the first `</think>`; no `</think>` -> unparsable;
+- the answer must start (after whitespace) with a run of SID tokens, and that run must be
+  exactly one well-formed SID (levels a, b, c, ... in order, no leading zeros) of the catalogue's
+  depth; otherwise unparsable. Several SIDs separated by text: the first counts. Text after the
+  SID (an end-of-turn marker, chatter) is ignored unless `strict=True`.
+Unparsable -> every reward is 0.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from .. import sid as sidlib
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+# End-of-turn strings some chat templates leave in decoded text (skip_special_tokens keeps added tokens).
+END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
+
+STEPWISE_VALUES = (0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a completion says: the parsed SID codes (None when unparsable) and its reasoning."""
+
+    codes: tuple[int, ...] | None
+    sid: str | None
+    reasoning: str
+    has_think_close: bool
+    error: str = ""
+
+    @property
+    def parsed(self) -> bool:
+        return self.codes is not None
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes a string (standard format) or a list of messages (conversational format)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content", ""))
+    if isinstance(completion, (list, tuple)):
+        return "".join(completion_text(m) for m in completion)
+    return str(completion)
+
+
+def _strip_end(text: str) -> str:
+    text = text.strip()
+    changed = True
+    while changed:
+        changed = False
+        for marker in END_MARKERS:
+            if text.endswith(marker):
+                text = text[: -len(marker)].rstrip()
+                changed = True
+    return text
+
+
+def parse_prediction(completion: Any, levels: int = 3, strict: bool = False) -> Prediction:
+    text = completion_text(completion)
+    head, sep, answer = text.partition(THINK_CLOSE)
+    reasoning = head.split(THINK_OPEN, 1)[-1].strip()
+    if not sep:
+        return Prediction(None, None, reasoning, False, "no </think>")
+    answer = _strip_end(answer)
+    match = sidlib.SID_RE.match(answer)
+    if match is None:
+        return Prediction(None, None, reasoning, True, "answer does not start with a SID")
+    if strict and match.end() != len(answer):
+        return Prediction(None, None, reasoning, True, "text after the SID")
+    run = match.group(0)
+    try:
+        codes = sidlib.parse_sid(run, levels=levels)
+    except sidlib.SIDError as exc:
+        return Prediction(None, None, reasoning, True, str(exc))
+    return Prediction(codes, run, reasoning, True)
+
+
+def prefix_length(pred: Sequence[int], target: Sequence[int]) -> int:
+    """Length of the longest common prefix of two code tuples."""
+    m = 0
+    for p, t in zip(pred, target):
+        if p != t:
+            break
+        m += 1
+    return m
+
+
+def rule_score(m: int, levels: int, rule: str = "stepwise",
+               stepwise_values: Sequence[float] = STEPWISE_VALUES) -> float:
+    """Reward of a correct prefix of m of `levels` tokens.
+
+    stepwise: 0.25 / 0.5 / 1.0 for levels a / a+b / a+b+c (SPEC §5). With a deeper SID (e.g. a
+    disambiguation level) the listed values cover the first levels, later partial prefixes keep
+    the last partial value, and only a full match earns 1.0.
+    prefix_fraction: m / L (the paper's formula; a reference variant).
+    """
+    if m <= 0:
+        return 0.0
+    if rule == "prefix_fraction":
+        return m / levels
+    if rule != "stepwise":
+        raise ValueError(f"unknown reward rule {rule!r} (stepwise | prefix_fraction)")
+    if m >= levels:
+        return 1.0
+    return float(stepwise_values[min(m, len(stepwise_values) - 1) - 1])
+
+
+def _targets(columns: dict, n: int) -> list[str]:
+    targets = columns.get("target_sid")
+    if targets is None:
+        raise KeyError("reward needs the dataset column 'target_sid'")
+    if len(targets) != n:
+        raise ValueError(f"{len(targets)} target SIDs for {n} completions")
+    return list(targets)
+
+
+def prefix_reward(prompts, completions, completion_ids=None, *, rule: str = "stepwise",
+                  stepwise_values: Sequence[float] = STEPWISE_VALUES, levels: int = 3, strict: bool = False,
+                  **columns) -> list[float]:
+    """r_rule: stepwise (or m/L) credit for the longest correct SID prefix after `</think>`."""
+    targets = _targets(columns, len(completions))
+    out = []
+    for completion, target in zip(completions, targets):
+        pred = parse_prediction(completion, levels=levels, strict=strict)
+        if not pred.parsed:
+            out.append(0.0)
+            continue
+        tcodes = sidlib.parse_sid(target)
+        out.append(rule_score(prefix_length(pred.codes, tcodes), len(tcodes), rule, stepwise_values))
+    return out
+
+
+def validity_reward(prompts, completions, completion_ids=None, *, catalogue: "sidlib.Catalogue | set[str]",
+                    levels: int = 3, strict: bool = False, log_metric: Callable | None = None,
+                    **columns) -> list[float]:
+    """r_format: 1 when the parsed SID is a catalogue item, else 0.
+
+    Also reports rollout statistics through TRL's `log_metric` hook (when given): share of valid
+    SIDs, share of completions with `</think>`, reasoning length in words (paper Figure 6).
+    """
+    preds = [parse_prediction(c, levels=levels, strict=strict) for c in completions]
+    out = [1.0 if p.parsed and p.sid in catalogue else 0.0 for p in preds]
+    if log_metric is not None and preds:
+        n = len(preds)
+        log_metric("sid/valid_share", sum(out) / n)
+        log_metric("sid/parsed_share", sum(p.parsed for p in preds) / n)
+        log_metric("reasoning/think_closed_share", sum(p.has_think_close for p in preds) / n)
+        log_metric("reasoning/words", sum(len(p.reasoning.split()) for p in preds) / n)
+    return out
+
+
+def sid_reward(prompts, completions, completion_ids=None, *, catalogue, rule: str = "stepwise",
+               stepwise_values: Sequence[float] = STEPWISE_VALUES, format_weight: float = 0.1,
+               levels: int = 3, strict: bool = False, **columns) -> list[float]:
+    """The total r_rule + λ·r_format in one function (evaluation, tests; training uses the parts)."""
+    columns.pop("log_metric", None)
+    rule_r = prefix_reward(prompts, completions, completion_ids, rule=rule, stepwise_values=stepwise_values,
+                           levels=levels, strict=strict, **columns)
+    fmt_r = validity_reward(prompts, completions, completion_ids, catalogue=catalogue, levels=levels,
+                            strict=strict, **columns)
+    return [r + format_weight * f for r, f in zip(rule_r, fmt_r)]
+
+
+def reward_functions(catalogue, rule: str = "stepwise", stepwise_values: Sequence[float] = STEPWISE_VALUES,
+                     format_weight: float = 0.1, levels: int | None = None,
+                     strict: bool = False) -> tuple[list[Callable], list[float]]:
+    """(reward_funcs, reward_weights) for `GRPOTrainer`: TRL logs each part as rewards/<name>/mean."""
+    levels = levels or getattr(catalogue, "levels", None) or 3
+    funcs = [
+        functools.partial(prefix_reward, rule=rule, stepwise_values=tuple(stepwise_values), levels=levels,
+                          strict=strict),
+        functools.partial(validity_reward, catalogue=catalogue, levels=levels, strict=strict),
+    ]
+    return funcs, [1.0, float(format_weight)]
