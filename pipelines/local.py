@@ -27,14 +27,25 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     root = out / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     started = time.time()
-    task = sidreasoner_pipeline(data_uri=str(data_uri), category=category, config_json=config_json,
+    sidreasoner_pipeline(data_uri=str(data_uri), category=category, config_json=config_json,
                                 tracking_uri=tracking_uri, experiment=experiment)
     summary = {
         "run_dir": str(out),
         "pipeline_root": str(root),
         "tracking_uri": tracking_uri,
         "wall_s": round(time.time() - started, 1),
-        "outputs": {name: getattr(a, "path", str(a)) for name, a in (task.outputs or {}).items()} if task else {},
+        "artifacts": find_artifacts(root),
+        "reports": sorted(str(p) for p in root.rglob("report*") if p.is_file()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def find_artifacts(root: Path) -> dict[str, dict]:
+    """`task/output` -> {path, kind} for every finished artifact under a local pipeline root."""
+    found = {}
+    for manifest in sorted(root.rglob("manifest.json")):
+        art_dir = manifest.parent
+        kind = json.loads(manifest.read_text()).get("kind", "?")
+        found[f"{art_dir.parent.name}/{art_dir.name}"] = {"path": str(art_dir), "kind": kind}
+    return found
