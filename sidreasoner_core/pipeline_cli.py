@@ -20,3 +20,310 @@ def register(app: typer.Typer) -> None:
 
         summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri)
         typer.echo(json.dumps(summary, indent=2))
+
+    register_platform_commands(app)
+
+
+# --- compile / submit / schedule ------------------------------------------------------------
+
+COMPILED_DIR = "pipelines/compiled"
+# Modules of pipelines/ that define no pipeline (placement helpers, the local runner).
+_NOT_PIPELINE_MODULES = {"__init__", "local", "placement"}
+_CRON_FIELDS = (  # KFP's scheduler (robfig/cron) takes 6 fields, seconds first
+    ("second", 0, 59, None),
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day-of-month", 1, 31, None),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    ("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
+_CRON_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def _repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+def discover_pipelines() -> dict:
+    """Every `@dsl.pipeline` defined in a module of `pipelines/`, keyed by pipeline name (sorted)."""
+    import importlib
+    import pkgutil
+
+    import pipelines
+    from kfp.dsl.graph_component import GraphComponent
+
+    found: dict = {}
+    for info in sorted(pkgutil.iter_modules(pipelines.__path__), key=lambda m: m.name):
+        if info.name in _NOT_PIPELINE_MODULES:
+            continue
+        module = importlib.import_module(f"pipelines.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, GraphComponent):
+                found.setdefault(obj.pipeline_spec.pipeline_info.name, obj)
+    return dict(sorted(found.items()))
+
+
+def compile_pipelines(out_dir) -> list:
+    """Compile every discovered pipeline to `<out_dir>/<pipeline name>.yaml`; returns the paths."""
+    from pathlib import Path
+
+    from kfp import compiler
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, pipeline in discover_pipelines().items():
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        paths.append(path)
+    return paths
+
+
+def stale_compiled(compiled_dir) -> list[str]:
+    """Names of committed YAML files that differ from a fresh compile (missing, changed or orphaned)."""
+    import tempfile
+    from pathlib import Path
+
+    compiled_dir = Path(compiled_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = {p.name: p.read_bytes() for p in compile_pipelines(tmp)}
+    committed = {p.name: p.read_bytes() for p in compiled_dir.glob("*.yaml")} if compiled_dir.is_dir() else {}
+    problems = [f"{n} (missing)" for n in sorted(fresh.keys() - committed.keys())]
+    problems += [f"{n} (out of date)" for n in sorted(fresh.keys() & committed.keys()) if fresh[n] != committed[n]]
+    problems += [f"{n} (no pipeline defines it)" for n in sorted(committed.keys() - fresh.keys())]
+    return problems
+
+
+def validate_cron(expression: str) -> str:
+    """Check a KFP cron expression (6 fields, seconds first, or an @descriptor); returns it stripped.
+
+    Raises ValueError naming the bad field, so `schedule` refuses it before calling the server.
+    """
+    import re
+
+    expr = " ".join(expression.split())
+    if expr.startswith("@"):
+        if expr in _CRON_DESCRIPTORS or re.fullmatch(r"@every (\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", expr):
+            return expr
+        raise ValueError(f"unknown cron descriptor {expr!r} (use one of {sorted(_CRON_DESCRIPTORS)} or '@every 1h30m')")
+    fields = expr.split(" ") if expr else []
+    if len(fields) != 6:
+        hint = f" (did you mean '0 {expr}'? KFP wants seconds first)" if len(fields) == 5 else ""
+        raise ValueError(f"cron {expression!r} has {len(fields)} fields; KFP needs 6: "
+                         f"second minute hour day-of-month month day-of-week{hint}")
+    for field, (name, lo, hi, names) in zip(fields, _CRON_FIELDS):
+        for part in field.split(","):
+            _check_cron_part(part, name, lo, hi, names, expression)
+    return expr
+
+
+def _check_cron_part(part: str, name: str, lo: int, hi: int, names, expression: str) -> None:
+    def bad(why: str):
+        return ValueError(f"cron {expression!r}: {name} field {part!r} {why} (allowed {lo}-{hi})")
+
+    def number(text: str) -> int:
+        if names and text.upper() in names:
+            return names.index(text.upper()) + lo
+        if not text.isdigit():
+            raise bad(f"has {text!r}, not a number")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise bad(f"value {value} is out of range")
+        return value
+
+    base, _, step = part.partition("/")
+    if step and (not step.isdigit() or int(step) < 1):
+        raise bad("has a step that is not a positive integer")
+    if base == "?" and name in ("day-of-month", "day-of-week") and not step:
+        return
+    if base == "*":
+        return
+    first, dash, last = base.partition("-")
+    start = number(first)
+    if dash and number(last) < start:
+        raise bad("has a range that runs backwards")
+
+
+def _package_inputs(package) -> dict:
+    """The root input parameters of a compiled pipeline: name -> {parameterType, defaultValue?, isOptional?}."""
+    import yaml
+
+    with open(package) as fh:
+        spec = next(yaml.safe_load_all(fh))
+    return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+
+
+def parse_params(pairs: list[str], package, extra: Optional[dict] = None) -> dict:
+    """Turn `key=value` strings into typed run parameters checked against the compiled pipeline."""
+    declared = _package_inputs(package)
+    params: dict = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"parameter {pair!r} is not key=value")
+        params[key] = raw
+    params.update(extra or {})
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; {package} takes {sorted(declared)}")
+    for key, value in list(params.items()):
+        kind = declared[key].get("parameterType", "STRING")
+        if kind == "STRING" or not isinstance(value, str):
+            continue
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"parameter {key}={value!r} is not valid JSON for type {kind}") from None
+        ok = {"NUMBER_INTEGER": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "NUMBER_DOUBLE": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "BOOLEAN": lambda v: isinstance(v, bool), "LIST": lambda v: isinstance(v, list),
+              "STRUCT": lambda v: isinstance(v, dict)}.get(kind, lambda v: True)
+        if not ok(parsed):
+            raise ValueError(f"parameter {key}={value!r} is not a {kind}")
+        params[key] = float(parsed) if kind == "NUMBER_DOUBLE" else parsed
+    missing = sorted(k for k, d in declared.items()
+                     if k not in params and "defaultValue" not in d and not d.get("isOptional"))
+    if missing:
+        raise ValueError(f"missing required pipeline parameter(s) {missing} (pass --param NAME=VALUE)")
+    return params
+
+
+def _resolve_package(package: Optional[str], pipeline: str):
+    from pathlib import Path
+
+    path = Path(package) if package else _repo_root() / COMPILED_DIR / f"{pipeline}.yaml"
+    if not path.is_file():
+        raise ValueError(f"pipeline package {path} does not exist (run `sidreasoner compile` first)")
+    return path
+
+
+def _run_params(package, params: Optional[list[str]], config: Optional[str], category: Optional[str]) -> dict:
+    extra = {}
+    if config is not None:  # a preset name or YAML file becomes the config_json parameter
+        from sidreasoner_core.config import load_mapping
+
+        extra["config_json"] = json.dumps(load_mapping(config))
+    if category is not None:
+        extra["category"] = category
+    return parse_params(list(params or []), package, extra)
+
+
+def submit_run(host: str, package, params: dict, experiment: str = "sidreasoner", run_name: Optional[str] = None,
+               namespace: Optional[str] = None, pipeline_root: Optional[str] = None,
+               service_account: Optional[str] = None, enable_caching: Optional[bool] = None,
+               existing_token: Optional[str] = None) -> dict:
+    """Create one run of a compiled pipeline on a KFP API server; returns ids."""
+    import kfp
+
+    client = kfp.Client(host=host, existing_token=existing_token)
+    result = client.create_run_from_pipeline_package(
+        str(package), arguments=params, run_name=run_name, experiment_name=experiment, namespace=namespace,
+        pipeline_root=pipeline_root, enable_caching=enable_caching, service_account=service_account)
+    return {"run_id": result.run_id, "host": host, "package": str(package), "parameters": sorted(params)}
+
+
+def schedule_run(host: str, package, params: dict, cron: str, name: str, experiment: str = "sidreasoner",
+                 namespace: Optional[str] = None, max_concurrency: int = 1, catchup: bool = False,
+                 start_time: Optional[str] = None, end_time: Optional[str] = None,
+                 pipeline_root: Optional[str] = None, service_account: Optional[str] = None,
+                 enable_caching: Optional[bool] = None, existing_token: Optional[str] = None) -> dict:
+    """Create a recurring run (cron, 6 fields seconds first) of a compiled pipeline; returns ids."""
+    import kfp
+
+    cron = validate_cron(cron)
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    client = kfp.Client(host=host, existing_token=existing_token)
+    exp = client.create_experiment(name=experiment, namespace=namespace)
+    job = client.create_recurring_run(
+        experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, params=params,
+        pipeline_package_path=str(package), max_concurrency=max_concurrency, no_catchup=not catchup,
+        start_time=start_time, end_time=end_time, pipeline_root=pipeline_root,
+        enable_caching=enable_caching, service_account=service_account)
+    return {"recurring_run_id": job.recurring_run_id, "experiment_id": exp.experiment_id, "cron": cron,
+            "host": host, "package": str(package), "parameters": sorted(params)}
+
+
+def register_platform_commands(app: typer.Typer) -> None:
+    def _fail(message: str) -> None:
+        from .cli import fail
+
+        fail(message)
+
+    @app.command("compile")
+    def compile_cmd(
+        out: Optional[str] = typer.Option(None, "--out", help=f"output folder (default: {COMPILED_DIR})"),
+        check: bool = typer.Option(False, "--check", help="exit 1 when the committed YAML is out of date"),
+    ) -> None:
+        """Compile every pipeline in pipelines/ to YAML (the committed packages the KFP UI takes)."""
+        target = out or str(_repo_root() / COMPILED_DIR)
+        if check:
+            problems = stale_compiled(target)
+            if problems:
+                typer.secho("compiled pipelines are out of date (run `sidreasoner compile`): " + ", ".join(problems),
+                            fg=typer.colors.RED, err=True)
+                raise typer.Exit(1)
+            typer.echo(f"compiled pipelines in {target} are up to date")
+            return
+        for path in compile_pipelines(target):
+            typer.echo(str(path))
+
+    @app.command("submit")
+    def submit_cmd(
+        host: str = typer.Option(..., "--host", envvar="KFP_HOST", help="KFP API endpoint, e.g. http://localhost:8080"),
+        pipeline: str = typer.Option("sidreasoner", "--pipeline", help="compiled pipeline name"),
+        package: Optional[str] = typer.Option(None, "--package", help="a compiled YAML (default: pipelines/compiled/<pipeline>.yaml)"),
+        param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="pipeline parameter NAME=VALUE (repeatable)"),
+        config: Optional[str] = typer.Option(None, "--config", help="preset name or YAML to pass as config_json"),
+        category: Optional[str] = typer.Option(None, "--category", help="shortcut for --param category=..."),
+        experiment: str = typer.Option("sidreasoner", "--experiment"),
+        run_name: Optional[str] = typer.Option(None, "--run-name"),
+        namespace: Optional[str] = typer.Option(None, "--namespace", help="KFP profile namespace (multi-user)"),
+        pipeline_root: Optional[str] = typer.Option(None, "--pipeline-root", help="override, e.g. s3://bucket/root"),
+        service_account: Optional[str] = typer.Option(None, "--service-account"),
+        cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="override compile-time caching"),
+    ) -> None:
+        """Submit one run of the compiled pipeline to a KFP host."""
+        try:
+            pkg = _resolve_package(package, pipeline)
+            params = _run_params(pkg, param, config, category)
+        except ValueError as exc:
+            _fail(str(exc))
+        typer.echo(json.dumps(submit_run(host, pkg, params, experiment=experiment, run_name=run_name,
+                                         namespace=namespace, pipeline_root=pipeline_root,
+                                         service_account=service_account, enable_caching=cache)))
+
+    @app.command("schedule")
+    def schedule_cmd(
+        host: str = typer.Option(..., "--host", envvar="KFP_HOST", help="KFP API endpoint"),
+        cron: str = typer.Option(..., "--cron", help="6 fields, seconds first: '0 0 3 * * 1' = Mondays 03:00"),
+        name: str = typer.Option(..., "--name", help="recurring run name"),
+        pipeline: str = typer.Option("sidreasoner", "--pipeline"),
+        package: Optional[str] = typer.Option(None, "--package"),
+        param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="pipeline parameter NAME=VALUE"),
+        config: Optional[str] = typer.Option(None, "--config", help="preset name or YAML to pass as config_json"),
+        category: Optional[str] = typer.Option(None, "--category", help="the category to retrain on"),
+        experiment: str = typer.Option("sidreasoner", "--experiment"),
+        namespace: Optional[str] = typer.Option(None, "--namespace"),
+        max_concurrency: int = typer.Option(1, "--max-concurrency"),
+        catchup: bool = typer.Option(False, "--catchup/--no-catchup", help="backfill missed intervals"),
+        start_time: Optional[str] = typer.Option(None, "--start-time", help="RFC 3339, e.g. 2026-12-01T00:00:00Z"),
+        end_time: Optional[str] = typer.Option(None, "--end-time"),
+        pipeline_root: Optional[str] = typer.Option(None, "--pipeline-root"),
+        service_account: Optional[str] = typer.Option(None, "--service-account"),
+        cache: Optional[bool] = typer.Option(None, "--cache/--no-cache"),
+    ) -> None:
+        """Create a recurring run that retrains on a cron schedule."""
+        try:
+            cron_ok = validate_cron(cron)
+            pkg = _resolve_package(package, pipeline)
+            params = _run_params(pkg, param, config, category)
+        except ValueError as exc:
+            _fail(str(exc))
+        typer.echo(json.dumps(schedule_run(host, pkg, params, cron_ok, name, experiment=experiment,
+                                           namespace=namespace, max_concurrency=max_concurrency, catchup=catchup,
+                                           start_time=start_time, end_time=end_time, pipeline_root=pipeline_root,
+                                           service_account=service_account, enable_caching=cache)))

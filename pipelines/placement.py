@@ -1,0 +1,114 @@
+"""Cluster placement of pipeline tasks: GPUs, node pools, shared memory, secrets, retries, caching.
+
+Every function takes a `PipelineTask`, changes its platform spec and returns it, so calls chain.
+`kfp.local` ignores all of this, so the same DAG runs on a laptop and on the cluster. Names of
+Kubernetes objects used here (secrets, config map, node labels) match the manifests in `k8s/`.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+# GPU nodes as labelled by NVIDIA GPU feature discovery (part of the GPU Operator); see k8s/gpu-node-pool.md.
+GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+# GPU pools are usually tainted so CPU pods stay off them; training pods tolerate the taint.
+DEFAULT_GPU_TOLERATIONS: tuple[dict, ...] = (
+    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+)
+SHM_VOLUME = "dshm"
+SHM_PATH = "/dev/shm"
+
+# Secrets (k8s/secrets/*.template.yaml) and the env names the library reads.
+TEACHER_SECRET = "sidreasoner-teacher"
+TEACHER_SECRET_KEYS = {"api-key": "OPENAI_API_KEY"}
+OBJECT_STORE_SECRET = "sidreasoner-object-store"
+OBJECT_STORE_SECRET_KEYS = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"}
+# Non-secret endpoints (k8s/base/config.yaml): object store endpoint and MLflow server.
+PLATFORM_CONFIG_MAP = "sidreasoner-config"
+PLATFORM_CONFIG_KEYS = {
+    "s3-endpoint": "AWS_ENDPOINT_URL_S3",
+    "mlflow-s3-endpoint": "MLFLOW_S3_ENDPOINT_URL",
+    "aws-region": "AWS_DEFAULT_REGION",
+}
+
+
+def gpu_training(task: PipelineTask, accelerator_type: str = GPU_RESOURCE, count: int = 1,
+                 node_selector: Optional[Mapping[str, str]] = None,
+                 tolerations: Optional[Iterable[Mapping]] = None,
+                 shm_size: Optional[str] = "16Gi", cpu: Optional[str] = None,
+                 memory: Optional[str] = None) -> PipelineTask:
+    """Place a training/rollout step on GPU nodes.
+
+    Requests `count` accelerators of `accelerator_type`, pins the pod with `node_selector`
+    (default: nodes with an NVIDIA GPU) and tolerates `tolerations` (default: the GPU taint).
+    Mounts a memory-backed emptyDir on /dev/shm: PyTorch dataloaders, NCCL and vLLM need more
+    than the 64 MiB a container gets by default. Pass `{}`/`()` to skip selector/tolerations.
+    """
+    if count < 1:
+        raise ValueError(f"gpu_training: count must be >= 1, got {count}")
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
+    if cpu:
+        task.set_cpu_request(cpu).set_cpu_limit(cpu)
+    if memory:
+        task.set_memory_request(memory).set_memory_limit(memory)
+    selector = DEFAULT_GPU_NODE_SELECTOR if node_selector is None else node_selector
+    for key, value in selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for tol in (DEFAULT_GPU_TOLERATIONS if tolerations is None else tolerations):
+        unknown = set(tol) - {"key", "operator", "value", "effect", "toleration_seconds"}
+        if unknown:
+            raise ValueError(f"gpu_training: unknown toleration field(s) {sorted(unknown)} in {dict(tol)}")
+        kubernetes.add_toleration(task, **tol)
+    if shm_size is not None:
+        kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path=SHM_PATH,
+                                   medium="Memory", size_limit=shm_size or None)
+    return task
+
+
+def cpu_resources(task: PipelineTask, cpu: str = "2", memory: str = "8Gi") -> PipelineTask:
+    """Request (and cap at) `cpu` cores and `memory` for a CPU step."""
+    return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+
+
+def remote_service(task: PipelineTask, num_retries: int = 3, backoff_duration: str = "30s",
+                   backoff_factor: float = 2.0, backoff_max_duration: str = "3600s") -> PipelineTask:
+    """Retry a step that calls a remote service (teacher API, object store) with exponential backoff."""
+    if num_retries < 0:
+        raise ValueError(f"remote_service: num_retries must be >= 0, got {num_retries}")
+    if backoff_factor < 1:
+        raise ValueError(f"remote_service: backoff_factor must be >= 1, got {backoff_factor}")
+    return task.set_retry(num_retries=num_retries, backoff_duration=backoff_duration,
+                          backoff_factor=backoff_factor, backoff_max_duration=backoff_max_duration)
+
+
+def with_secrets(task: PipelineTask, teacher: bool = False, object_store: bool = True,
+                 teacher_secret: str = TEACHER_SECRET, object_store_secret: str = OBJECT_STORE_SECRET,
+                 platform_config: Optional[str] = PLATFORM_CONFIG_MAP) -> PipelineTask:
+    """Expose credentials to a step as environment variables, never as parameters.
+
+    teacher: the teacher LLM API key (`OPENAI_API_KEY`); object_store: the S3 access/secret key
+    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `platform_config` names the ConfigMap with
+    the non-secret S3 endpoint and region (None to skip). Values never enter the compiled YAML.
+    """
+    if teacher:
+        kubernetes.use_secret_as_env(task, secret_name=teacher_secret, secret_key_to_env=dict(TEACHER_SECRET_KEYS))
+    if object_store:
+        kubernetes.use_secret_as_env(task, secret_name=object_store_secret,
+                                     secret_key_to_env=dict(OBJECT_STORE_SECRET_KEYS))
+        if platform_config:
+            kubernetes.use_config_map_as_env(task, config_map_name=platform_config,
+                                             config_map_key_to_env=dict(PLATFORM_CONFIG_KEYS))
+    return task
+
+
+def caching(task: PipelineTask, enabled: bool = True, cache_key: Optional[str] = None) -> PipelineTask:
+    """Turn KFP result caching on/off for a step (off for steps with side effects, e.g. tracking)."""
+    return task.set_caching_options(enable_caching=enabled, cache_key=cache_key)
+
+
+def timeout(task: PipelineTask, seconds: int) -> PipelineTask:
+    """Kill the step's pod after `seconds` (a hung rollout or API call must not hold GPUs forever)."""
+    return kubernetes.set_timeout(task, seconds)
