@@ -1,5 +1,7 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Metrics, Output
+from typing import List
+
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.images import CPU_IMAGE
 
@@ -12,4 +14,13 @@ def data_op(data_uri: str, config_json: str, dataset: Output[Dataset], stats: Ou
 
     metrics = step(config_json, data_uri, dataset.path, tracking_uri, parent_run_id, category=category or None)
     for name, value in metrics.items():
+        stats.log_metric(name, value)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def merge_datasets_op(datasets: Input[List[Dataset]], merged: Output[Dataset], stats: Output[Metrics]):
+    """Cross-domain: several categories' datasets -> one dataset (one SID space)."""
+    from sidreasoner_core.data.merge import step
+
+    for name, value in step([d.path for d in datasets], merged.path).items():
         stats.log_metric(name, value)
