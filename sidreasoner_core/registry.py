@@ -1,0 +1,57 @@
+"""MLflow model registry: register a trained model directory as a version and point an alias at it.
+
+`mlflow.register_model("runs:/<id>/<path>")` refuses plain logged files (it wants an MLflow
+model flavour), so the version is created from the artifact URI directly and linked to its run.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+log = logging.getLogger(__name__)
+
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name: str,
+                   alias: str = "champion", description: str = "", tags: dict[str, str] | None = None,
+                   wait_s: float = 60.0) -> dict:
+    """Register `model_artifact_uri` (an s3://, runs:/, mlflow-artifacts:/ or local URI) under `name`.
+
+    Creates the registered model when missing, adds a version whose source is the URI and whose
+    run is `run_id`, waits until it is READY and sets `alias` on it. Returns
+    {"name", "version", "alias", "source", "run_id", "model_uri"} where model_uri is
+    `models:/<name>@<alias>`.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not tracking_uri:
+        raise ValueError("register_model: a tracking URI is required (the registry lives in the tracking store)")
+    if not name or "/" in name or ":" in name:
+        raise ValueError(f"register_model: invalid model name {name!r} (no '/' or ':')")
+    if not _ALIAS.match(alias) or re.fullmatch(r"[vV]\d+|latest", alias):
+        raise ValueError(f"register_model: invalid alias {alias!r} (letters, digits, _ or -; not 'latest' or v<N>)")
+    if not model_artifact_uri:
+        raise ValueError("register_model: model_artifact_uri is empty")
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.get_run(run_id)  # fails early with MLflow's own message when the run does not exist
+    try:
+        client.create_registered_model(name, description=description or None)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    version = client.create_model_version(name, source=model_artifact_uri, run_id=run_id, tags=tags or None,
+                                          description=description or None)
+    deadline = time.time() + wait_s
+    while version.status == "PENDING_REGISTRATION" and time.time() < deadline:
+        time.sleep(0.5)
+        version = client.get_model_version(name, version.version)
+    if version.status != "READY":
+        raise RuntimeError(f"model version {name}/{version.version} is {version.status}: {version.status_message}")
+    client.set_registered_model_alias(name, alias, version.version)
+    log.info("registered %s version %s (alias %s) from %s", name, version.version, alias, model_artifact_uri)
+    return {"name": name, "version": int(version.version), "alias": alias, "source": model_artifact_uri,
+            "run_id": run_id, "model_uri": f"models:/{name}@{alias}"}
