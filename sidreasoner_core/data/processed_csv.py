@@ -5,6 +5,7 @@ It keeps the given split and, when `index.json` is present, its SIDs as `referen
 from __future__ import annotations
 
 import ast
+import csv
 import json
 from pathlib import Path
 
@@ -66,39 +67,71 @@ def read_items(path: Path, category: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _id_list(value, file: Path, row: int) -> list[str]:
+def _id_list(value: str) -> list[str]:
     try:
-        parsed = ast.literal_eval(str(value))
-    except (ValueError, SyntaxError):
-        raise DataError(f"{file}: row {row}: field 'history_item_id' is not a list literal: {str(value)[:80]!r}") from None
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"is not a list literal: {value[:80]!r}") from None
     if not isinstance(parsed, (list, tuple)):
-        raise DataError(f"{file}: row {row}: field 'history_item_id' is not a list: {str(value)[:80]!r}")
+        raise ValueError(f"is not a list: {value[:80]!r}")
     return [str(x) for x in parsed]
 
 
 def read_samples(path: Path, max_history: int, bad: BadLines) -> pd.DataFrame:
+    """Every row of train/valid/test.csv; `_row` ("train.csv line 17") names it in later errors.
+
+    Read with the csv module so that a bad row is reported at its physical line
+    (quoted titles may span lines) and can be quarantined instead of failing.
+    """
+    csv.field_size_limit(1 << 28)  # long history-title lists
     frames = []
     for split in SPLITS:
         file = path / f"{split}.csv"
-        try:
-            df = pd.read_csv(file, dtype=str, keep_default_na=False)
-        except pd.errors.ParserError as exc:
-            raise DataError(f"{file}: {exc}") from None
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-        if missing:
-            raise DataError(f"{file}: missing required column(s) {missing}")
         rows = []
-        for i, rec in enumerate(df.itertuples(index=False)):
-            row = i + 2  # 1-based, after the header
+        with open(file, newline="", encoding="utf-8", errors="strict") as fh:
+            reader = csv.reader(fh)
             try:
-                history = _id_list(rec.history_item_id, file, row)
-            except DataError as exc:
-                bad.bad(file, row, "malformed_history", str(exc))
-                continue
-            if not str(rec.item_id).strip():
-                bad.bad(file, row, "missing_target", f"row {row}: field 'item_id' is empty")
-                continue
-            rows.append({"split": split, "user_id": str(rec.user_id), "history": history[-max_history:],
-                         "target": str(rec.item_id).strip(), "timestamp": None, "_row": f"{file.name} row {row}"})
+                header = next(reader, None)
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise DataError(f"{file}:1: unreadable header ({exc})") from None
+            if not header:
+                raise DataError(f"{file}: empty file (no header)")
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise DataError(f"{file}:1: missing required column(s) {missing} (found {header})")
+            col = {name: header.index(name) for name in REQUIRED_COLUMNS}
+            width = len(header)
+            line = reader.line_num
+            while True:
+                start = line + 1
+                try:
+                    rec = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    bad.bad(file, start, "malformed_csv", f"unreadable CSV ({exc})")
+                    line = reader.line_num
+                    continue
+                except UnicodeDecodeError as exc:  # the text stream cannot go on past this
+                    raise DataError(f"{file}:{start}: not UTF-8 ({exc})") from None
+                line = reader.line_num
+                raw = ",".join(rec)
+                if not rec or (len(rec) == 1 and not rec[0].strip()):
+                    continue  # blank line
+                if len(rec) != width:
+                    bad.bad(file, start, "wrong_field_count", f"expected {width} fields, found {len(rec)}", raw)
+                    continue
+                user, target = rec[col["user_id"]].strip(), rec[col["item_id"]].strip()
+                if not user or not target:
+                    name = "user_id" if not user else "item_id"
+                    bad.bad(file, start, "missing_field", f"field '{name}' is empty", raw)
+                    continue
+                try:
+                    history = _id_list(rec[col["history_item_id"]])
+                except ValueError as exc:
+                    bad.bad(file, start, "malformed_history", f"field 'history_item_id' {exc}", raw)
+                    continue
+                rows.append({"split": split, "user_id": user, "history": history[-max_history:],
+                             "target": target, "timestamp": None, "_row": f"{file.name} line {start}"})
         frames.append(pd.DataFrame(rows, columns=["split", "user_id", "history", "target", "timestamp", "_row"]))
     return pd.concat(frames, ignore_index=True)

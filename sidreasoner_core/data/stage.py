@@ -30,13 +30,25 @@ def detect_format(path: Path) -> str:
 
 
 def _check_ids(items: pd.DataFrame, samples: pd.DataFrame) -> None:
-    known = set(items["item_id"])
-    for rec in samples.itertuples(index=False):
-        unknown = [h for h in rec.history if h not in known]
-        if unknown:
-            raise DataError(f"{rec._row}: history item id {unknown[0]!r} is not in the item table")
-        if rec.target not in known:
-            raise DataError(f"{rec._row}: target item id {rec.target!r} is not in the item table")
+    """Every history and target id must be in the item table; the error names the first bad row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known = pa.array(items["item_id"].astype(str).tolist(), type=pa.string())
+    hist = pa.array(samples["history"].tolist(), type=pa.list_(pa.string()))
+    flat_ok = pc.is_in(pc.list_flatten(hist), value_set=known).to_numpy(zero_copy_only=False)
+    if not flat_ok.all():
+        parent = pc.list_parent_indices(hist).to_numpy()
+        pos = int(np.flatnonzero(~flat_ok)[0])
+        row = int(parent[pos])
+        unknown = pc.list_flatten(hist)[pos].as_py()
+        raise DataError(f"{samples['_row'].iloc[row]}: history item id {unknown!r} is not in the item table")
+    tgt_ok = samples["target"].isin(set(items["item_id"])).to_numpy()
+    if not tgt_ok.all():
+        row = int(np.flatnonzero(~tgt_ok)[0])
+        raise DataError(f"{samples['_row'].iloc[row]}: target item id {samples['target'].iloc[row]!r} "
+                        "is not in the item table")
 
 
 def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, BadLines]:
@@ -56,7 +68,12 @@ def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.
 
         items, samples, dropped = amazon_raw.build(path, fmt, config, category, bad)
     if samples.empty:
-        raise DataError(f"{path}: no samples left after reading")
+        skipped = sum(bad.counts.values())
+        raise DataError(f"{path}: no samples left after skipping {skipped} bad line(s)" if skipped
+                        else f"{path}: no samples (the input files hold no rows)")
+    dup = items["item_id"].duplicated()
+    if dup.any():
+        raise DataError(f"{path}: item id {items['item_id'][dup].iloc[0]!r} appears twice in the item table")
     _check_ids(items, samples)
     counts = samples["split"].value_counts().to_dict()
     stats = {
