@@ -1,0 +1,428 @@
+"""THE shared SFT machinery (alignment, SPEC §3, and the cold-start reasoning SFT, SPEC §4).
+
+Stable API (other stages import only these names):
+
+    from sidreasoner_core.align.sft import SFTOptions, SFTResult, train_sft, save_result
+
+    result = train_sft(
+        "smollm2",                 # model reference (models.resolve_model_dir), a directory, or a loaded model
+        train_records,             # list[dict] | datasets.Dataset of records (below)
+        eval_records,              # same, or None; grouped by "task" -> one validation loss per task
+        SFTOptions(learning_rate=1e-5, num_train_epochs=1, max_steps=-1),
+        out_dir,                   # checkpoints live in out_dir/checkpoints (resumable after a kill)
+        sid_tokens=sid.vocabulary(3, 256),   # added as ordinary tokens, embeddings resized (deterministic)
+        early_stopping_task="sid_history_to_sid",  # validation loss that picks the best checkpoint
+        callbacks=[...],           # extra transformers TrainerCallbacks (in-process runs only)
+    )
+    save_result(result, out_dir / "model")   # HF dir: safetensors + tokenizer (with the SID tokens)
+
+A record is a dict with an optional "task" name (default "default") and one of
+  {"prompt": [chat messages], "completion": [assistant message] | str}  loss on the completion only
+  {"messages": [chat messages ending with the assistant turn]}          loss on the last assistant turn
+  {"text": str}                                                          plain text, loss on every token
+Chats are rendered with the tokenizer's chat template. The prompt is rendered with the generation
+prompt and tokenized on its own, so the training tokens match what the model sees at inference.
+
+Training runs through TRL's `SFTTrainer` on pre-tokenized rows (`input_ids`, `completion_mask`,
+`task_id`); TRL turns the mask into labels (-100 outside the completion) and truncates to
+`max_length`. Per-task training losses are logged as `loss_<task>`, validation losses as
+`eval_<task>_loss`. With `num_gpus > 1` the run re-launches itself under `accelerate launch`
+(DeepSpeed ZeRO-2/3 per `SFTOptions.deepspeed`, see `align.launch`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .config import SFTOptions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SFTOptions", "SFTResult", "train_sft", "save_result", "tokenize_record", "build_dataset",
+           "TaskCollator", "last_complete_checkpoint", "split_by_task"]
+
+CHECKPOINTS = "checkpoints"
+DEFAULT_TASK = "default"
+
+
+class SFTDataError(ValueError):
+    """A record cannot be turned into training tokens (names the record index and field)."""
+
+
+@dataclass
+class SFTResult:
+    model: Any
+    tokenizer: Any
+    global_step: int
+    tasks: list[str]
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    resumed_from: str | None = None
+    train_loss: float | None = None
+    train_losses: dict[str, float] = field(default_factory=dict)   # last logged loss per task
+    eval_losses: dict[str, float] = field(default_factory=dict)    # at the best (or last) evaluation
+    first_eval_losses: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict] = field(default_factory=list)
+    trainer: Any = None   # the TRL trainer (in-process runs); None after a multi-process launch
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric figures for metrics.json / MLflow."""
+        out: dict[str, float] = {"global_step": float(self.global_step)}
+        if self.train_loss is not None:
+            out["train_loss"] = self.train_loss
+        if self.best_metric is not None:
+            out["best_metric"] = self.best_metric
+        out.update({f"train_loss_{t}": v for t, v in self.train_losses.items()})
+        out.update({f"eval_loss_{t}": v for t, v in self.eval_losses.items()})
+        return out
+
+
+# ---------------------------------------------------------------- tokenization
+
+def _render(tok, messages: list[dict], add_generation_prompt: bool) -> str:
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _encode(tok, text: str) -> list[int]:
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def tokenize_record(record: dict, tok, index: int = 0) -> tuple[list[int], list[int]]:
+    """(input_ids, completion_mask) of one record; mask 1 = the token is trained on."""
+    where = f"record {index} (task {record.get('task', DEFAULT_TASK)!r})"
+    text = record.get("text")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            raise SFTDataError(f"{where}: field 'text' is empty or not a string")
+        ids = _encode(tok, text)
+        if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False) and ids[:1] != [tok.bos_token_id]:
+            ids = [tok.bos_token_id] + ids
+        if tok.eos_token_id is not None and ids[-1:] != [tok.eos_token_id]:
+            ids.append(tok.eos_token_id)  # plain text ends like a document
+        return ids, [1] * len(ids)
+    if record.get("messages") is not None:
+        msgs = list(record["messages"])
+        last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
+        if last is None:
+            raise SFTDataError(f"{where}: field 'messages' has no assistant turn")
+        prompt, completion = msgs[:last], msgs[last:last + 1]
+    elif record.get("prompt") is not None and record.get("completion") is not None:
+        prompt, completion = record["prompt"], record["completion"]
+        if isinstance(completion, str):
+            completion = [{"role": "assistant", "content": completion}]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+    else:
+        raise SFTDataError(f"{where}: needs 'text', 'messages', or 'prompt' + 'completion'")
+    prompt_text = _render(tok, list(prompt), add_generation_prompt=True)
+    full_text = _render(tok, list(prompt) + list(completion), add_generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        raise SFTDataError(f"{where}: the chat template does not render the prompt as a prefix of the whole chat; "
+                           "cannot locate the assistant response")
+    prompt_ids = _encode(tok, prompt_text)
+    completion_ids = _encode(tok, full_text[len(prompt_text):])
+    if not completion_ids:
+        raise SFTDataError(f"{where}: empty assistant response")
+    return prompt_ids + completion_ids, [0] * len(prompt_ids) + [1] * len(completion_ids)
+
+
+def _records(data) -> list[dict]:
+    if data is None:
+        return []
+    if hasattr(data, "to_list"):  # datasets.Dataset
+        return data.to_list()
+    return list(data)
+
+
+def split_by_task(records: Iterable[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(r.get("task") or DEFAULT_TASK, []).append(r)
+    return out
+
+
+def build_dataset(records: Sequence[dict], tok, task_index: dict[str, int], desc: str = "tokenize"):
+    """A datasets.Dataset of input_ids / completion_mask / task_id (tqdm progress)."""
+    from datasets import Dataset
+    from tqdm.auto import tqdm
+
+    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task_id": []}
+    for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 2000)):
+        ids, mask = tokenize_record(rec, tok, i)
+        rows["input_ids"].append(ids)
+        rows["completion_mask"].append(mask)
+        rows["task_id"].append(task_index[rec.get("task") or DEFAULT_TASK])
+    return Dataset.from_dict(rows)
+
+
+# ---------------------------------------------------------------- trainer pieces
+
+def _trl():
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return SFTConfig, SFTTrainer, DataCollatorForLanguageModeling
+
+
+def TaskCollator(pad_token_id: int):
+    """TRL's language-modelling collator that also carries each row's task id."""
+    _, _, Base = _trl()
+
+    class _TaskCollator(Base):
+        def torch_call(self, examples):
+            import torch
+
+            out = super().torch_call(examples)
+            if "task_id" in examples[0]:
+                out["task_id"] = torch.tensor([int(e["task_id"]) for e in examples])
+            return out
+
+    return _TaskCollator(pad_token_id=pad_token_id)
+
+
+def _trainer_class():
+    _, SFTTrainer, _ = _trl()
+
+    class MultiTaskSFTTrainer(SFTTrainer):
+        """SFTTrainer that logs the training loss per task (`loss_<task>`)."""
+
+        task_names: list[str] = []
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "task_id" not in self._signature_columns:
+                self._signature_columns = list(self._signature_columns) + ["task_id"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            task_ids = inputs.pop("task_id", None)
+            captured: list = []
+            hook = None
+            if task_ids is not None and self.model.training:
+                # The fused LM head already returns per-token log-probs; a hook reads them at no extra cost.
+                hook = self.model.register_forward_hook(lambda _m, _i, o: captured.append(o))
+            try:
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                              num_items_in_batch=num_items_in_batch)
+            finally:
+                if hook is not None:
+                    hook.remove()
+            if captured:
+                self._log_task_losses(captured[0], task_ids)
+            return result
+
+        def _log_task_losses(self, outputs, task_ids) -> None:
+            log_probs = getattr(outputs, "log_probs", None)
+            mask = getattr(outputs, "label_mask", None)
+            if log_probs is None or mask is None:
+                return
+            with_tokens = mask.sum(-1).float()
+            per_row = (-log_probs.detach().float() * mask).sum(-1)
+            for tid in task_ids.unique().tolist():
+                sel = task_ids.to(per_row.device) == tid
+                n = with_tokens[sel].sum()
+                if n > 0:
+                    name = self.task_names[tid] if tid < len(self.task_names) else str(tid)
+                    self._metrics["train"][f"loss_{name}"].append((per_row[sel].sum() / n).item())
+
+    return MultiTaskSFTTrainer
+
+
+def _early_stopping(patience: int):
+    from transformers import EarlyStoppingCallback
+
+    class TaskEarlyStopping(EarlyStoppingCallback):
+        """Each validation task is evaluated separately; only the one holding the metric counts."""
+
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            if args.metric_for_best_model in metrics:
+                return super().on_evaluate(args, state, control, metrics, **kwargs)
+
+    return TaskEarlyStopping(early_stopping_patience=patience)
+
+
+def last_complete_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """Newest checkpoint-N with its trainer state and weights; half-written newer ones are removed
+    (a kill during a save must not break the resume)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for p in found:
+        has_weights = any(p.glob("*.safetensors")) or any(p.glob("pytorch_model*.bin")) or any(p.glob("global_step*"))
+        if (p / "trainer_state.json").is_file() and has_weights:
+            return str(p)
+        log.warning("removing incomplete checkpoint %s", p)
+        shutil.rmtree(p, ignore_errors=True)
+    return None
+
+
+def _precision(opts: SFTOptions) -> dict:
+    import torch
+
+    p = opts.precision
+    if p == "auto":
+        p = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": p == "bf16", "fp16": p == "fp16"}
+
+
+def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_eval: bool):
+    import torch
+
+    SFTConfig, _, _ = _trl()
+    eval_strategy = opts.eval_strategy if has_eval else "no"
+    save_strategy = "epoch" if eval_strategy == "epoch" else "steps"
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        learning_rate=opts.learning_rate,
+        per_device_train_batch_size=opts.per_device_train_batch_size,
+        per_device_eval_batch_size=opts.per_device_eval_batch_size,
+        gradient_accumulation_steps=opts.gradient_accumulation_steps,
+        num_train_epochs=opts.num_train_epochs,
+        max_steps=opts.max_steps,
+        lr_scheduler_type=opts.lr_scheduler_type,
+        warmup_steps=opts.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        weight_decay=opts.weight_decay,
+        max_grad_norm=opts.max_grad_norm,
+        eval_strategy=eval_strategy,
+        eval_steps=opts.eval_steps if eval_strategy == "steps" else None,
+        save_strategy=save_strategy,
+        save_steps=opts.eval_steps,
+        save_total_limit=opts.save_total_limit,
+        load_best_model_at_end=bool(metric) and eval_strategy != "no",
+        metric_for_best_model=metric if eval_strategy != "no" else None,
+        greater_is_better=False if metric else None,
+        logging_steps=opts.logging_steps,
+        seed=opts.seed,
+        data_seed=opts.seed,
+        gradient_checkpointing=opts.gradient_checkpointing,
+        max_length=opts.max_length,
+        completion_only_loss=True,
+        packing=False,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        save_only_model=False,  # optimizer + scheduler + RNG states make the resume exact
+        **_precision(opts),
+    )
+    # DeepSpeed comes from the accelerate config the run was launched with (align.launch), not from here.
+    return SFTConfig(**kwargs)
+
+
+def _load(model, tokenizer, sid_tokens):
+    from ..models import add_sid_tokens, load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model, tok = load_model(str(model))
+        tokenizer = tokenizer or tok
+    if tokenizer is None:
+        raise ValueError("train_sft: pass tokenizer= with an in-memory model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    added = add_sid_tokens(tokenizer, model, list(sid_tokens)) if sid_tokens else 0
+    return model, tokenizer, added
+
+
+WORKER_ENV = "SIDREASONER_SFT_WORKER"  # set inside `accelerate launch` workers: never re-launch
+
+
+def _needs_launch(opts: SFTOptions) -> bool:
+    return (opts.num_gpus > 1 or opts.deepspeed != "none") and not os.environ.get(WORKER_ENV)
+
+
+def _eval_losses_at(history: list[dict], step: int | None, tasks: list[str]) -> dict[str, float]:
+    rows = [h for h in history if any(k.startswith("eval_") and k.endswith("_loss") for k in h)]
+    if step is not None:
+        rows = [h for h in rows if h.get("step") == step] or rows
+    if not rows:
+        return {}
+    merged: dict[str, float] = {}
+    target_step = rows[-1].get("step")
+    for h in rows:
+        if h.get("step") == target_step:
+            merged.update({k: v for k, v in h.items() if k.startswith("eval_") and k.endswith("_loss")})
+    return {t: merged[f"eval_{t}_loss"] for t in tasks if f"eval_{t}_loss" in merged}
+
+
+def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *,
+              tokenizer=None, sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
+              callbacks: Sequence = ()) -> SFTResult:
+    """Fine-tune `model` on the records; see the module docstring. Resumes from the last complete
+    checkpoint in out_dir/checkpoints when `opts.resume` (the default)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_list, eval_list = _records(train_records), _records(eval_records)
+    if not train_list:
+        raise SFTDataError("train_sft: no training records")
+    if _needs_launch(opts):
+        from .launch import launch_multi_process
+
+        return launch_multi_process(model, train_list, eval_list, opts, out_dir, sid_tokens=sid_tokens,
+                                    early_stopping_task=early_stopping_task, tokenizer=tokenizer)
+
+    model, tok, added = _load(model, tokenizer, sid_tokens)
+    tasks = sorted(split_by_task(train_list + eval_list))
+    index = {t: i for i, t in enumerate(tasks)}
+    train_ds = build_dataset(train_list, tok, index, "tokenize train")
+    eval_by_task = {t: build_dataset(rs, tok, index, f"tokenize eval {t}") for t, rs in split_by_task(eval_list).items()}
+
+    metric = None
+    if eval_by_task:
+        if early_stopping_task:
+            if early_stopping_task not in eval_by_task:
+                raise SFTDataError(f"early_stopping_task {early_stopping_task!r} has no validation records "
+                                   f"(validation tasks: {sorted(eval_by_task)})")
+            metric = f"eval_{early_stopping_task}_loss"
+        elif len(eval_by_task) == 1:
+            metric = f"eval_{next(iter(eval_by_task))}_loss"
+    ckpt_dir = out_dir / CHECKPOINTS
+    args = make_sft_config(opts, ckpt_dir, metric, bool(eval_by_task))
+    cbs = list(callbacks)
+    if metric and opts.early_stopping_patience:
+        cbs.append(_early_stopping(opts.early_stopping_patience))
+
+    Trainer = _trainer_class()
+    Trainer.task_names = tasks
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+                      eval_dataset=eval_by_task or None, processing_class=tok,
+                      data_collator=TaskCollator(tok.pad_token_id), callbacks=cbs)
+    resume = last_complete_checkpoint(ckpt_dir) if opts.resume else None
+    if resume:
+        log.info("resuming from %s", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+
+    state = trainer.state
+    history = list(state.log_history)
+    best_step = None
+    if state.best_model_checkpoint:
+        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    train_losses: dict[str, float] = {}
+    for h in history:
+        train_losses.update({k[len("loss_"):]: v for k, v in h.items() if k.startswith("loss_")})
+    first_evals = [h.get("step") for h in history if any(k.startswith("eval_") and k.endswith("_loss") for k in h)]
+    result = SFTResult(
+        model=trainer.model, tokenizer=tok, global_step=state.global_step, tasks=tasks,
+        best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint, resumed_from=resume,
+        train_loss=out.training_loss, train_losses=train_losses,
+        eval_losses=_eval_losses_at(history, best_step, tasks),
+        first_eval_losses=_eval_losses_at(history, first_evals[0], tasks) if first_evals else {},
+        log_history=history, trainer=trainer)
+    if trainer.is_world_process_zero():
+        (out_dir / "sft_result.json").write_text(json.dumps(
+        {"metrics": result.metrics(), "best_checkpoint": result.best_checkpoint, "resumed_from": resume,
+             "tasks": tasks, "sid_tokens_added": added, "log_history": history}, indent=1, default=str))
+    return result
+
+
+def save_result(result: SFTResult, dest: str | Path) -> Path:
+    """Write the trained model + tokenizer as a Hugging Face directory (safetensors)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(dest)
+    result.tokenizer.save_pretrained(dest)
+    return dest
