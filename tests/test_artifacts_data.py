@@ -1,0 +1,165 @@
+"""Artifacts: digests verified, tampering refused by name, atomic writes (also under SIGKILL), S3 via moto."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sidreasoner_core.artifacts import ArtifactError, open_artifact, write_artifact
+from sidreasoner_core.data.config import DataConfig
+from sidreasoner_core.data.schema import read_samples
+from sidreasoner_core.data.stage import run
+
+from conftest import REPO, SAMPLE
+
+
+def _write(out, text: str, kind: str = "dataset"):
+    with write_artifact(out, kind=kind, config=DataConfig(), parents=[{"uri": "x", "kind": "raw"}]) as d:
+        (d / "a.txt").write_text(text)
+        (d / "sub").mkdir()
+        (d / "sub" / "b.bin").write_bytes(text.encode() * 3)
+    return open_artifact(out, kind=kind)
+
+
+def test_manifest_lists_every_file_with_its_digest(tmp_path):
+    art = _write(tmp_path / "art", "v1")
+    m = art.manifest
+    assert set(m["files"]) == {"a.txt", "sub/b.bin"} and all(len(h) == 64 for h in m["files"].values())
+    assert m["kind"] == "dataset" and m["schema_version"] == 1 and m["config"]["k_core"] == 5
+    assert m["parents"] == [{"uri": "x", "kind": "raw"}] and len(m["digest"]) == 64
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda p: (p / "a.txt").write_text("v2"), "a.txt: sha256 does not match"),
+    (lambda p: (p / "sub" / "b.bin").unlink(), "sub/b.bin: listed in the manifest but missing"),
+    (lambda p: (p / "extra.txt").write_text("?"), "extra.txt: file not listed in the manifest"),
+    (lambda p: (p / "manifest.json").unlink(), "manifest.json: manifest missing"),
+    (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json: unreadable manifest"),
+])
+def test_tampered_or_missing_files_are_refused_by_name(tmp_path, damage, named):
+    art = _write(tmp_path / "art", "v1")
+    damage(art.path)
+    with pytest.raises(ArtifactError, match=named.replace(".", r"\.")):
+        open_artifact(tmp_path / "art")
+
+
+def test_wrong_kind_is_refused(tmp_path):
+    _write(tmp_path / "art", "v1", kind="sids")
+    with pytest.raises(ArtifactError, match="kind is 'sids', expected 'dataset'"):
+        open_artifact(tmp_path / "art", kind="dataset")
+
+
+def test_tampered_dataset_parquet_is_refused(tmp_path):
+    art = run(DataConfig(), SAMPLE, tmp_path / "ds")
+    p = art.path / "samples.parquet"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"samples\.parquet: sha256 does not match"):
+        open_artifact(tmp_path / "ds", kind="dataset")
+
+
+def test_a_failing_body_publishes_nothing_and_keeps_the_previous(tmp_path):
+    out = tmp_path / "art"
+    with pytest.raises(RuntimeError):
+        with write_artifact(out, kind="dataset") as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    _write(out, "v1")
+    with pytest.raises(RuntimeError):
+        with write_artifact(out, kind="dataset") as d:
+            (d / "a.txt").write_text("v2")
+            raise RuntimeError("boom")
+    assert (open_artifact(out).path / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from sidreasoner_core.artifacts import write_artifact
+    out, marker = sys.argv[1], Path(sys.argv[2])
+    with write_artifact(out, kind="dataset") as d:
+        (d / "a.txt").write_text("v2")
+        (d / "big.bin").write_bytes(b"x" * 2_000_000)
+        marker.write_text("ready")
+        time.sleep(120)
+""")
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous"])
+def test_a_killed_write_leaves_no_readable_artifact(tmp_path, previous):
+    out, marker = tmp_path / "art", tmp_path / "ready"
+    if previous:
+        _write(out, "v1")
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER.format(repo=str(REPO)))
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(marker)])
+    try:
+        deadline = time.time() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "writer exited early"
+            assert time.time() < deadline, "writer never got ready"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".art.tmp-")]
+    assert leftovers  # the half-written temp dir is still there, but nobody takes it for an artifact
+    for p in leftovers:
+        with pytest.raises(ArtifactError, match="manifest missing"):
+            open_artifact(p)
+    if previous:
+        art = open_artifact(out, kind="dataset")
+        assert (art.path / "a.txt").read_text() == "v1" and set(art.manifest["files"]) == {"a.txt", "sub/b.bin"}
+    else:
+        with pytest.raises(ArtifactError, match="does not exist"):
+            open_artifact(out)
+    _write(out, "v3")  # the next write goes through regardless of the leftovers
+    assert (open_artifact(out).path / "a.txt").read_text() == "v3"
+
+
+# ------------------------------------------------------------------ S3 (moto server over HTTP)
+
+
+def test_s3_round_trip_of_a_dataset(s3_bucket, tmp_path, monkeypatch):
+    from sidreasoner_core.storage import s3_client
+
+    monkeypatch.setenv("SIDREASONER_CACHE", str(tmp_path / "cache"))
+    uri = f"s3://{s3_bucket}/x"
+    art = run(DataConfig(), SAMPLE, uri)
+    assert art.uri == uri and art.manifest["stats"]["items"] == 400
+    again = open_artifact(uri, kind="dataset")
+    assert len(read_samples(again.path)) == 249 + 103 + 123
+    client = s3_client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="x/")["Contents"])
+    assert keys == ["x/items.parquet", "x/manifest.json", "x/samples.parquet", "x/stats.json"]
+
+    client.put_object(Bucket=s3_bucket, Key="x/stats.json", Body=b"{}")
+    with pytest.raises(ArtifactError, match=r"x/stats\.json: sha256 does not match"):
+        open_artifact(uri, kind="dataset")
+
+    client.put_object(Bucket=s3_bucket, Key="partial/items.parquet", Body=b"half")
+    with pytest.raises(ArtifactError, match=r"partial/manifest\.json: manifest missing"):
+        open_artifact(f"s3://{s3_bucket}/partial")
+
+
+def test_s3_failing_body_uploads_nothing(s3_bucket):
+    from sidreasoner_core.storage import s3_client
+
+    with pytest.raises(RuntimeError):
+        with write_artifact(f"s3://{s3_bucket}/y", kind="dataset") as d:
+            (d / "a.txt").write_text("v1")
+            raise RuntimeError("boom")
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=s3_bucket, Prefix="y/")
