@@ -314,9 +314,12 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
     return SFTConfig(**kwargs)
 
 
-def _load(model, tokenizer, sid_tokens):
+def _load(model, tokenizer, sid_tokens, seed: int = 42):
+    from transformers import set_seed
+
     from ..models import add_sid_tokens, load_model
 
+    set_seed(seed)  # the new SID embedding rows are random: make them reproducible
     if isinstance(model, (str, os.PathLike)):
         model, tok = load_model(str(model))
         tokenizer = tokenizer or tok
@@ -365,7 +368,7 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
         return launch_multi_process(model, train_list, eval_list, opts, out_dir, sid_tokens=sid_tokens,
                                     early_stopping_task=early_stopping_task, tokenizer=tokenizer)
 
-    model, tok, added = _load(model, tokenizer, sid_tokens)
+    model, tok, added = _load(model, tokenizer, sid_tokens, opts.seed)
     tasks = sorted(split_by_task(train_list + eval_list))
     index = {t: i for i, t in enumerate(tasks)}
     train_ds = build_dataset(train_list, tok, index, "tokenize train")

@@ -1,0 +1,189 @@
+"""Alignment stage entry points: `run(config, dataset, sids, corpus, out)` and the pipeline `step`.
+
+Artifact (kind "model"):
+  model/           Hugging Face directory: safetensors + tokenizer with the SID tokens
+  sid_tokens.json  {"levels", "codes_per_level", "tokens"}: the added tokens in order
+  metrics.json     per-task train/validation losses, GSM8K before/after, steps, task counts, wall time
+  gsm8k.jsonl      the GSM8K answers before and after (for reading, small)
+Checkpoints live in a work directory beside the output (`<out>.work`, or `work_dir`), so a killed
+run resumes from its last checkpoint; it is removed once the artifact is published.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
+from ..data.schema import read_items, read_samples
+from ..sid import KIND as SIDS_KIND
+from ..sid import SIDS_FILE, vocabulary
+from . import gsm8k as gsm8k_eval
+from .config import EARLY_STOP_TASK, AlignConfig
+from .tasks import TaskInputs, mix, read_corpus, read_jsonl, task_pools
+
+log = logging.getLogger(__name__)
+
+KIND = "model"
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+SID_TOKENS_FILE = "sid_tokens.json"
+GSM8K_FILE = "gsm8k.jsonl"
+CORPUS_KIND = "corpus"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class AlignError(ValueError):
+    pass
+
+
+def _data_path(p: str) -> Path:
+    """A config path: as given, else relative to the repository (sample data ships there)."""
+    path = Path(p)
+    if path.exists() or path.is_absolute():
+        return path
+    return REPO / path
+
+
+def read_sid_table(sids_dir: Path) -> tuple[dict[str, str], int, int, dict]:
+    """(sid_by_item, levels, codes_per_level) of a sids artifact directory."""
+    import pyarrow.parquet as pq
+
+    path = Path(sids_dir) / SIDS_FILE
+    if not path.is_file():
+        raise AlignError(f"{path}: SID table missing")
+    df = pq.read_table(path).to_pandas()
+    for col in ("item_id", "sid", "codes"):
+        if col not in df.columns:
+            raise AlignError(f"{path}: column '{col}' missing")
+    levels = max(len(c) for c in df["codes"])
+    top = max(int(max(c)) for c in df["codes"]) + 1
+    manifest = {}
+    if (Path(sids_dir) / "manifest.json").is_file():
+        manifest = json.loads((Path(sids_dir) / "manifest.json").read_text())
+    cpl = max(int(manifest.get("config", {}).get("codes_per_level") or 0), top)
+    return dict(zip(df["item_id"], df["sid"])), levels, cpl, manifest
+
+
+def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, str],
+                 corpus_dir: Path | None) -> TaskInputs:
+    ratios = config.task_ratios
+    item_texts, narratives = read_corpus(corpus_dir)
+    gsm_train = read_jsonl(_data_path(config.gsm8k_train)) if ratios.get("gsm8k", 1.0) > 0 else []
+    needs_test = config.gsm8k_eval_n > 0 or (gsm_train and (config.eval_tasks is None or "gsm8k" in config.eval_tasks))
+    gsm_test = read_jsonl(_data_path(config.gsm8k_test)) if needs_test else []
+    return TaskInputs(items=read_items(dataset_dir), sid_by_item=sid_by_item,
+                      train=read_samples(dataset_dir, "train"), valid=read_samples(dataset_dir, "valid"),
+                      item_texts=item_texts, narratives=narratives, gsm8k_train=gsm_train, gsm8k_test=gsm_test)
+
+
+def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
+    from ..models import cache_root
+    from ..storage import is_s3
+
+    if config_work_dir:
+        return Path(config_work_dir)
+    if is_s3(out):
+        return cache_root() / "align-work" / hashlib.sha256(out.encode()).hexdigest()[:16]
+    p = Path(out)
+    return p.parent / f".{p.name}.work"
+
+
+def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact | None, out: str | Path,
+        model_ref: str | None = None, work_dir: str | Path | None = None, tracker=None,
+        callbacks=()) -> Artifact:
+    from ..models import load_model
+    from .sft import save_result, train_sft
+
+    t0 = time.time()
+    out = str(out)
+    ref = model_ref or config.model
+    sid_by_item, levels, cpl, _ = read_sid_table(sids.path)
+    inputs = build_inputs(config, dataset.path, sid_by_item, corpus.path if corpus else None)
+    pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed)
+    train, evals, counts = mix(pools, config.task_ratios, config.max_per_task, config.eval_max_per_task,
+                               config.eval_tasks, config.seed)
+    if not train:
+        raise AlignError("no training records: every task ratio is 0 or every pool is empty")
+    early = EARLY_STOP_TASK if any(r["task"] == EARLY_STOP_TASK for r in evals) else None
+    log.info("align: %s", json.dumps(counts))
+
+    gsm_rows = inputs.gsm8k_test[:config.gsm8k_eval_n]
+    model, tok = load_model(ref)
+    before = gsm8k_eval.evaluate(model, tok, gsm_rows, config.gsm8k_max_new_tokens, config.gsm8k_batch_size,
+                                 desc="gsm8k before") if gsm_rows else None
+    in_process = config.train.num_gpus == 1 and config.train.deepspeed == "none"
+    work = Path(work_dir) if work_dir else work_dir_for(out)
+    tokens = vocabulary(levels, cpl)
+    result = train_sft(model if in_process else ref, train, evals, config.train, work,
+                       tokenizer=tok if in_process else None, sid_tokens=tokens,
+                       early_stopping_task=early, callbacks=callbacks)
+    after = gsm8k_eval.evaluate(result.model, result.tokenizer, gsm_rows, config.gsm8k_max_new_tokens,
+                                config.gsm8k_batch_size, desc="gsm8k after") if gsm_rows else None
+
+    metrics = {**result.metrics(), **{k: float(v) for k, v in counts.items()},
+               **{f"eval_loss_first_{t}": v for t, v in result.first_eval_losses.items()}}
+    if before is not None:
+        metrics.update(gsm8k_before=before["accuracy"], gsm8k_after=after["accuracy"], gsm8k_n=float(before["n"]))
+    metrics["sid_tokens"] = float(len(tokens))
+    metrics["wall_s"] = time.time() - t0
+    if tracker is not None:
+        for h in result.log_history:
+            step = int(h.get("step", 0))
+            tracker.log_metrics({k: v for k, v in h.items()
+                                 if k == "loss" or k.startswith("loss_") or (k.startswith("eval_") and k.endswith("_loss"))},
+                                step=step)
+    parents = [a for a in (dataset, sids, corpus) if a is not None]
+    with write_artifact(out, kind=KIND, config=config, parents=parents,
+                        extra={"model_ref": str(ref), "metrics": metrics}) as d:
+        save_result(result, d / MODEL_DIR)
+        (d / SID_TOKENS_FILE).write_text(json.dumps({"levels": levels, "codes_per_level": cpl, "tokens": tokens}))
+        (d / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if before is not None:
+            with open(d / GSM8K_FILE, "w") as f:
+                for when, res in (("before", before), ("after", after)):
+                    for o in res["outputs"]:
+                        f.write(json.dumps({"when": when, **o}) + "\n")
+    shutil.rmtree(work, ignore_errors=True)  # published: the checkpoints are no longer needed
+    log.info("align metrics: %s", json.dumps(metrics, sort_keys=True))
+    return open_artifact(out, kind=KIND)
+
+
+def open_corpus(corpus_uri: str | None) -> Artifact | None:
+    """The enrichment corpus if one was produced; an empty/absent URI means none."""
+    if not corpus_uri:
+        return None
+    p = Path(corpus_uri)
+    if not corpus_uri.startswith("s3://") and (not p.exists() or (p.is_dir() and not any(p.iterdir()))):
+        log.info("no corpus at %s: tasks 7-8 are skipped", corpus_uri)
+        return None
+    return open_artifact(corpus_uri, kind=CORPUS_KIND)
+
+
+def step(config_json: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out: str, model_ref: str = "",
+         tracking_uri: str = "", parent_run_id: str = "", **overrides) -> dict:
+    """The pipeline step: config from the `align` section (+ typed overrides), tracked in MLflow."""
+    from ..config import section
+    from ..tracking import stage_run
+
+    config = AlignConfig.build(section(config_json, "align"), source="config_json",
+                               model=model_ref or None, **overrides)
+    dataset = open_artifact(dataset_uri, kind="dataset")
+    sids = open_artifact(sids_uri, kind=SIDS_KIND)
+    corpus = open_corpus(corpus_uri)
+    with stage_run("align", config, tracking_uri, parent_run_id) as tracker:
+        tracker.log_input(dataset, context="training", table="samples.parquet")
+        tracker.log_input(sids, context="sids", table=SIDS_FILE)
+        if corpus is not None:
+            tracker.log_input(corpus, context="corpus")
+        art = run(config, dataset, sids, corpus, out, tracker=tracker)
+        metrics = art.manifest["metrics"]
+        tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("gsm8k") or k == "wall_s"})
+        tracker.log_output(art, files=(METRICS_FILE, SID_TOKENS_FILE))
+    return metrics
+
+
+__all__ = ["run", "step", "read_sid_table", "build_inputs", "work_dir_for", "KIND", "MODEL_DIR", "ArtifactError"]
