@@ -13,6 +13,7 @@ manifest is never taken for a finished artifact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -126,6 +127,24 @@ def write_artifact(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _publish_local(tmp: Path, target: Path, overwrite: bool) -> None:
     if target.exists():
         if not overwrite:
@@ -134,6 +153,10 @@ def _publish_local(tmp: Path, target: Path, overwrite: bool) -> None:
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()  # an empty output dir pre-created by a runner (e.g. KFP)
+        elif target.is_dir() and _exchange(tmp, target):
+            # one atomic swap: a crash at any moment leaves either the old or the new artifact
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old one
+            return
         else:
             os.rename(target, old)
             os.rename(tmp, target)

@@ -163,3 +163,30 @@ def test_s3_failing_body_uploads_nothing(s3_bucket):
             (d / "a.txt").write_text("v1")
             raise RuntimeError("boom")
     assert "Contents" not in s3_client().list_objects_v2(Bucket=s3_bucket, Prefix="y/")
+
+
+CRASH_IN_PUBLISH = textwrap.dedent("""
+    import os, shutil, signal, sys
+    sys.path.insert(0, {repo!r})
+    from sidreasoner_core import artifacts
+    # the first rename/delete of the publishing step completes, then the process dies
+    def dying(real):
+        def f(*a, **k):
+            real(*a, **k)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return f
+    os.rename, shutil.rmtree = dying(os.rename), dying(shutil.rmtree)
+    with artifacts.write_artifact(sys.argv[1], kind="dataset") as d:
+        (d / "a.txt").write_text("v2")
+""")
+
+
+def test_a_write_killed_while_publishing_leaves_old_or_new(tmp_path):
+    out = tmp_path / "art"
+    _write(out, "v1")
+    script = tmp_path / "writer.py"
+    script.write_text(CRASH_IN_PUBLISH.format(repo=str(REPO)))
+    proc = subprocess.run([sys.executable, str(script), str(out)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    art = open_artifact(out, kind="dataset")  # verified: whole, either version
+    assert (art.path / "a.txt").read_text() in {"v1", "v2"}
