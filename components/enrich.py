@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def enrich_op(dataset: Input[Dataset], sids: Input[Dataset], config_json: str, corpus: Output[Dataset],
+              metrics: Output[Metrics], teacher_base_url: str = "", teacher_model: str = "",
+              tracking_uri: str = "", parent_run_id: str = ""):
+    """Teacher enrichment (SPEC §2): item paragraphs + user reasoning traces -> corpus artifact.
+
+    The teacher's API key is read from the env var named by `enrich.api_key_env` (on the
+    cluster: a Kubernetes secret mounted as env by the pipeline); it is never a parameter.
+    """
+    from sidreasoner_core.enrich.stage import step
+
+    values = step(config_json, dataset.path, sids.path, corpus.path, tracking_uri, parent_run_id,
+                  base_url=teacher_base_url or None, model=teacher_model or None)
+    for name, value in values.items():
+        metrics.log_metric(name, value)

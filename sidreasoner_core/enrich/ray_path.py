@@ -1,0 +1,118 @@
+"""Ray Data path for large catalogues: the jobs advance in rounds; each round's uncached
+requests go out as one Ray dataset through `ray.data.llm`'s HTTP request processor
+(OpenAI-compatible endpoint), answers come back to the driver, are cached and validated.
+
+Import-guarded: needs `ray[data]` (pip install 'sidreasoner[ray]'). The API key never
+enters Ray's task arguments: workers read it from their own environment (inherited on a
+local Ray; set it from the same Kubernetes secret on a cluster's workers).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from typing import Sequence
+
+from .cache import ResponseCache, cache_key
+from .client import Usage, api_key_from_env, request_params
+from .config import EnrichConfig
+from .jobs import Job
+
+log = logging.getLogger(__name__)
+
+
+def _session_factory(key_env: str, timeout_s: float):
+    """Runs on the Ray worker: an aiohttp session carrying the key from the worker's env."""
+    import aiohttp
+
+    headers = {}
+    if key_env:
+        headers["Authorization"] = f"Bearer {os.environ.get(key_env, '')}"
+    return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+
+class _SessionFactory:
+    def __init__(self, key_env: str, timeout_s: float):
+        self.key_env, self.timeout_s = key_env, timeout_s
+
+    def __call__(self):
+        return _session_factory(self.key_env, self.timeout_s)
+
+
+def _content(body: dict) -> tuple[str | None, str | None, dict]:
+    try:
+        choice = body["choices"][0]
+        content = choice["message"]["content"]
+        if not isinstance(content, str):
+            raise TypeError
+        return content, choice.get("finish_reason"), body.get("usage") or {}
+    except (KeyError, IndexError, TypeError):
+        return None, None, {}
+
+
+def _send(requests: dict[str, dict], config: EnrichConfig) -> dict[str, dict]:
+    import ray
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    url = config.base_url.rstrip("/") + "/chat/completions"
+    proc_config = HttpRequestProcessorConfig(
+        url=url, batch_size=config.ray_batch_size, qps=config.ray_qps,
+        concurrency=1, max_retries=config.max_retries, base_retry_wait_time_in_s=config.backoff_base_s,
+        session_factory=_SessionFactory(config.api_key_env, config.request_timeout_s))
+    processor = build_processor(
+        proc_config,
+        preprocess=lambda row: {"payload": json.loads(row["payload"])},
+        postprocess=lambda row: {"key": row["key"], "body": json.dumps(row["http_response"])},
+    )
+    rows = [{"key": k, "payload": json.dumps(p)} for k, p in requests.items()]
+    out = processor(ray.data.from_items(rows)).take_all()
+    return {r["key"]: json.loads(r["body"]) for r in out}
+
+
+def run_ray(jobs: Sequence[Job], config: EnrichConfig, cache: ResponseCache, usage: Usage) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("enrich.backend 'ray' needs ray[data]: pip install 'ray[data]' aiohttp") from None
+    api_key_from_env(config.api_key_env)  # fail early, on the driver, when the key is missing
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    params = request_params(config)
+    transport_tries: Counter = Counter()
+    rounds = 0
+    while True:
+        pending = [(job, msgs) for job in jobs if (msgs := job.next_call()) is not None]
+        if not pending:
+            break
+        keyed = [(job, msgs, cache_key(config.model, msgs, params)) for job, msgs in pending]
+        hits = [(job, cache.get(key)) for job, _, key in keyed if cache.get(key) is not None]
+        if hits:  # replay everything the cache can answer before paying for a round
+            for job, rec in hits:
+                usage.cache_hits += 1
+                usage.add_tokens(rec.get("usage") or {}, cached=True)
+                job.accept(rec["content"])
+            continue
+        requests = {key: {"model": config.model, "messages": msgs, **params} for _, msgs, key in keyed}
+        rounds += 1
+        log.info("ray round %d: %d request(s)", rounds, len(requests))
+        usage.requests += len(requests)
+        try:
+            bodies = _send(requests, config)
+        except Exception as exc:  # the whole round failed (e.g. retries exhausted): count and retry the round
+            log.warning("ray round %d failed: %s", rounds, str(exc)[:300])
+            bodies = {}
+        for job, _, key in keyed:
+            content, finish, tokens = _content(bodies.get(key) or {})
+            if content is not None:
+                if cache.get(key) is None:
+                    cache.put(key, content, finish, tokens)
+                    usage.responses += 1
+                    usage.add_tokens(tokens, cached=False)
+                job.accept(content)
+                continue
+            usage.errors["malformed" if key in bodies else "no_response"] += 1
+            transport_tries[key] += 1
+            if transport_tries[key] > config.max_retries:
+                usage.failed_requests += 1
+                job.accept(None, f"request failed after {transport_tries[key]} Ray round(s)")
