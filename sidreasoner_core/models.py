@@ -92,6 +92,11 @@ def _build_from_gguf(gguf: Path):
 
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # transformers 5 keeps a GGUF quantizer on the model (its weights are already dense
+        # here) and refuses save_pretrained; drop it so a plain HF directory is written.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.generation_config.pad_token_id = tok.pad_token_id
