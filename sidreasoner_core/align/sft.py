@@ -44,7 +44,7 @@ from .config import SFTOptions
 log = logging.getLogger(__name__)
 
 __all__ = ["SFTOptions", "SFTResult", "train_sft", "save_result", "tokenize_record", "build_dataset",
-           "TaskCollator", "last_complete_checkpoint", "split_by_task"]
+           "TaskCollator", "last_complete_checkpoint", "split_by_task", "build_trainer"]
 
 CHECKPOINTS = "checkpoints"
 DEFAULT_TASK = "default"
@@ -300,7 +300,7 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
         logging_steps=opts.logging_steps,
         seed=opts.seed,
         data_seed=opts.seed,
-        gradient_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing=opts.gradient_checkpointing,
         max_length=opts.max_length,
         completion_only_loss=True,
         packing=False,
@@ -352,22 +352,13 @@ def _eval_losses_at(history: list[dict], step: int | None, tasks: list[str]) -> 
     return {t: merged[f"eval_{t}_loss"] for t in tasks if f"eval_{t}_loss" in merged}
 
 
-def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *,
-              tokenizer=None, sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
-              callbacks: Sequence = ()) -> SFTResult:
-    """Fine-tune `model` on the records; see the module docstring. Resumes from the last complete
-    checkpoint in out_dir/checkpoints when `opts.resume` (the default)."""
+def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *, tokenizer=None,
+                  sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
+                  callbacks: Sequence = ()):
+    """(trainer, n_sid_tokens_added): the configured TRL trainer, datasets tokenized and prepared,
+    not yet trained (in-process only; `train_sft` is the usual entry point)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_list, eval_list = _records(train_records), _records(eval_records)
-    if not train_list:
-        raise SFTDataError("train_sft: no training records")
-    if _needs_launch(opts):
-        from .launch import launch_multi_process
-
-        return launch_multi_process(model, train_list, eval_list, opts, out_dir, sid_tokens=sid_tokens,
-                                    early_stopping_task=early_stopping_task, tokenizer=tokenizer)
-
     model, tok, added = _load(model, tokenizer, sid_tokens, opts.seed)
     tasks = sorted(split_by_task(train_list + eval_list))
     index = {t: i for i, t in enumerate(tasks)}
@@ -394,6 +385,29 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       eval_dataset=eval_by_task or None, processing_class=tok,
                       data_collator=TaskCollator(tok.pad_token_id), callbacks=cbs)
+    return trainer, added
+
+
+def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *,
+              tokenizer=None, sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
+              callbacks: Sequence = ()) -> SFTResult:
+    """Fine-tune `model` on the records; see the module docstring. Resumes from the last complete
+    checkpoint in out_dir/checkpoints when `opts.resume` (the default)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_list, eval_list = _records(train_records), _records(eval_records)
+    if not train_list:
+        raise SFTDataError("train_sft: no training records")
+    if _needs_launch(opts):
+        from .launch import launch_multi_process
+
+        return launch_multi_process(model, train_list, eval_list, opts, out_dir, sid_tokens=sid_tokens,
+                                    early_stopping_task=early_stopping_task, tokenizer=tokenizer)
+
+    trainer, added = build_trainer(model, train_list, eval_list, opts, out_dir, tokenizer=tokenizer,
+                                   sid_tokens=sid_tokens, early_stopping_task=early_stopping_task,
+                                   callbacks=callbacks)
+    tok, tasks, ckpt_dir = trainer.processing_class, trainer.task_names, out_dir / CHECKPOINTS
     resume = last_complete_checkpoint(ckpt_dir) if opts.resume else None
     if resume:
         log.info("resuming from %s", resume)
@@ -417,7 +431,7 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
         log_history=history, trainer=trainer)
     if trainer.is_world_process_zero():
         (out_dir / "sft_result.json").write_text(json.dumps(
-        {"metrics": result.metrics(), "best_checkpoint": result.best_checkpoint, "resumed_from": resume,
+            {"metrics": result.metrics(), "best_checkpoint": result.best_checkpoint, "resumed_from": resume,
              "tasks": tasks, "sid_tokens_added": added, "log_history": history}, indent=1, default=str))
     return result
 

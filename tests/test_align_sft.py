@@ -1,0 +1,128 @@
+"""The shared SFT machinery on the tiny model: SID tokens, loss mask, learning, resume."""
+from __future__ import annotations
+
+import pytest
+
+from sidreasoner_core import sid as sidlib
+from sidreasoner_core.align.sft import (SFTDataError, SFTOptions, build_trainer, last_complete_checkpoint,
+                                        tokenize_record, train_sft)
+from sidreasoner_core.models import TINY, add_sid_tokens, load_model
+
+LEVELS, CODES = 3, 8
+
+
+def planted(n: int = 4) -> list[dict]:
+    """item k -> a fixed SID: learnable in a few steps at a high learning rate."""
+    recs = []
+    for k in range(n):
+        recs.append({"task": "title_to_sid", "prompt": [{"role": "user", "content": f"Which item has the title: kit {k}?"}],
+                     "completion": [{"role": "assistant", "content": sidlib.format_sid([k, (k * 3) % CODES, 7 - k])}]})
+    recs.append({"task": "item_text", "text": "steel kit set pack inch " * 4})
+    return recs
+
+
+def opts(**kw) -> SFTOptions:
+    base = dict(learning_rate=1e-2, per_device_train_batch_size=5, per_device_eval_batch_size=5,
+                gradient_accumulation_steps=1, max_steps=6, max_length=96, eval_strategy="no", eval_steps=2,
+                warmup_ratio=0.0, lr_scheduler_type="constant", save_total_limit=5)
+    base.update(kw)
+    return SFTOptions(**base)
+
+
+def test_tokenizer_round_trips_every_sid_as_three_tokens():
+    model, tok = load_model(TINY)
+    vocab = sidlib.vocabulary(3, 256)
+    assert add_sid_tokens(tok, model, vocab) == len(vocab)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    ids = tok.convert_tokens_to_ids(vocab)
+    assert ids == list(range(ids[0], ids[0] + len(vocab)))  # deterministic, contiguous order
+    for a in range(0, 256, 5):
+        s = sidlib.format_sid([a, 255 - a, (a * 7) % 256])
+        enc = tok(s, add_special_tokens=False)["input_ids"]
+        assert tok.convert_ids_to_tokens(enc) == sidlib.tokens_of(s)
+        assert tok.decode(enc) == s
+    # inside text too, and a second add is a no-op
+    enc = tok("item <a_1><b_2><c_3>, next", add_special_tokens=False)["input_ids"]
+    assert sidlib.tokens_of("<a_1><b_2><c_3>") == [t for t in tok.convert_ids_to_tokens(enc) if t.startswith("<")][:3]
+    assert add_sid_tokens(tok, model, vocab) == 0
+
+
+def test_loss_mask_covers_exactly_the_response(tmp_path):
+    trainer, added = build_trainer(TINY, planted(), None, opts(), tmp_path,
+                                   sid_tokens=sidlib.vocabulary(LEVELS, CODES))
+    assert added == LEVELS * CODES
+    tok = trainer.processing_class
+    ds = trainer.train_dataset
+    rows = {tuple(r["input_ids"]): r for r in ds}
+    for rec in planted():
+        ids, mask = tokenize_record(rec, tok)
+        row = rows[tuple(ids)]
+        labelled = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != -100]
+        if "text" in rec:
+            assert labelled == row["input_ids"]  # plain text: every token
+            continue
+        response = rec["completion"][0]["content"]
+        prompt = tok.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True)
+        assert tok.decode(row["input_ids"][:len(ids) - len(labelled)]) == prompt
+        assert tok.decode(labelled) == response + "<|im_end|>\n"
+        assert tok.convert_ids_to_tokens(labelled[:3]) == sidlib.tokens_of(response)
+    # the collator pads labels with -100 and carries the task id
+    batch = trainer.data_collator([ds[i] for i in range(len(ds))])
+    assert batch["labels"].shape == batch["input_ids"].shape
+    pad = batch["attention_mask"] == 0
+    assert pad.any() and (batch["labels"][pad] == -100).all()
+    assert sorted(set(batch["task_id"].tolist())) == [0, 1]
+    assert trainer.task_names == ["item_text", "title_to_sid"]
+
+
+def test_bad_record_names_index_and_field():
+    _, tok = load_model(TINY)
+    with pytest.raises(SFTDataError, match="record 3 .*'messages' has no assistant turn"):
+        tokenize_record({"task": "x", "messages": [{"role": "user", "content": "hi"}]}, tok, 3)
+    with pytest.raises(SFTDataError, match="record 0 .*needs 'text'"):
+        tokenize_record({"task": "x", "prompt": "hi"}, tok, 0)
+
+
+def test_a_few_steps_lower_the_loss_and_log_per_task(tmp_path):
+    recs = planted() * 4
+    res = train_sft(TINY, recs, planted(), opts(max_steps=8, eval_strategy="steps", eval_steps=4),
+                    tmp_path, sid_tokens=sidlib.vocabulary(LEVELS, CODES), early_stopping_task="title_to_sid")
+    losses = [h["loss"] for h in res.log_history if "loss" in h]
+    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
+    assert set(res.train_losses) == {"title_to_sid", "item_text"}
+    assert set(res.eval_losses) == {"title_to_sid", "item_text"}
+    assert res.eval_losses["title_to_sid"] < res.first_eval_losses["title_to_sid"]
+    assert res.best_checkpoint and res.best_metric == pytest.approx(
+        min(h["eval_title_to_sid_loss"] for h in res.log_history if "eval_title_to_sid_loss" in h))
+    assert (tmp_path / "sft_result.json").is_file()
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(step: int):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise _Crash(f"killed at step {step}")
+
+    return Crash()
+
+
+def test_killed_run_resumes_from_checkpoint_with_same_step_count(tmp_path):
+    recs = planted() * 3
+    o = opts(max_steps=6, eval_steps=2)
+    full = train_sft(TINY, recs, None, o, tmp_path / "full", sid_tokens=sidlib.vocabulary(LEVELS, CODES))
+    with pytest.raises(_Crash):
+        train_sft(TINY, recs, None, o, tmp_path / "killed", sid_tokens=sidlib.vocabulary(LEVELS, CODES),
+                  callbacks=[_crash_after(3)])
+    assert last_complete_checkpoint(tmp_path / "killed" / "checkpoints").endswith("checkpoint-2")
+    (tmp_path / "killed" / "checkpoints" / "checkpoint-9").mkdir()  # a half-written save is skipped
+    resumed = train_sft(TINY, recs, None, o, tmp_path / "killed", sid_tokens=sidlib.vocabulary(LEVELS, CODES))
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed.global_step == full.global_step == 6
+    last = lambda r: [h["loss"] for h in r.log_history if "loss" in h][-1]  # noqa: E731
+    assert last(resumed) == pytest.approx(last(full), rel=1e-3)
