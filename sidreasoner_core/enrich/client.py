@@ -124,6 +124,7 @@ class TeacherClient:
         self.params = request_params(config)
         self._sem = asyncio.Semaphore(config.concurrency)
         self._rng = random.Random(config.seed)
+        self._inflight: dict[str, asyncio.Future] = {}  # identical prompts in flight share one request
         self._sdk = AsyncOpenAI(base_url=config.base_url, api_key=api_key_from_env(config.api_key_env),
                                 max_retries=0, timeout=config.request_timeout_s)
 
@@ -144,6 +145,24 @@ class TeacherClient:
             self.usage.cache_hits += 1
             self.usage.add_tokens(hit.get("usage") or {}, cached=True)
             return Answer(hit["content"], cached=True)
+        if key in self._inflight:  # e.g. two items with identical metadata: pay once
+            answer = await asyncio.shield(self._inflight[key])
+            self.usage.cache_hits += 1
+            return Answer(answer.content, answer.error, cached=True)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            answer = await self._fetch(key, messages)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(answer)
+        return answer
+
+    async def _fetch(self, key: str, messages: list[dict]) -> Answer:
         last = "no attempt"
         for attempt in range(self.config.max_retries + 1):
             kind, detail, wait_hint = await self._attempt(key, messages)

@@ -70,7 +70,7 @@ class Job:
         if self._tries >= self.max_attempts:
             self._fail(step, f"invalid after {self._tries} tries: {reason}")
         else:
-            self._messages = prompts.retry_messages(step.build(), answer or "", reason)
+            self._messages = prompts.retry_messages(step.build(), answer or "", reason, self._tries + 1, self.max_attempts)
 
     def _fail(self, step: Step, error: str) -> None:
         self.status = "failed"

@@ -66,7 +66,8 @@ Write ONE paragraph that first recites the user's history as the SID sequence ab
 reasoning. Refer to every item only by its SID; never write item titles; do not name or suggest any \
 specific next item."""
 
-RETRY = "Your answer was rejected: {reason}. Write it again and fix this; follow every instruction."
+RETRY = ("Your answer was rejected: {reason}. Write it again and fix this; follow every instruction "
+         "(try {attempt} of {max_attempts}).")
 
 TEMPLATES = {"item_analysis": ITEM_ANALYSIS, "item_integration": ITEM_INTEGRATION,
              "user_reasoning": USER_REASONING, "user_narrative": USER_NARRATIVE, "retry": RETRY,
@@ -121,6 +122,8 @@ def user_narrative(history_sids: Sequence[str], reasoning: str) -> list[dict]:
     return _messages(USER_SYSTEM, USER_NARRATIVE.format(sids=", ".join(history_sids), reasoning=reasoning))
 
 
-def retry_messages(base: list[dict], answer: str, reason: str) -> list[dict]:
-    """The base prompt + the rejected answer + why it was rejected."""
-    return [*base, {"role": "assistant", "content": answer}, {"role": "user", "content": RETRY.format(reason=reason)}]
+def retry_messages(base: list[dict], answer: str, reason: str, attempt: int, max_attempts: int) -> list[dict]:
+    """The base prompt + the rejected answer + why it was rejected. The try number keeps each
+    retry a distinct prompt, so the cache never replays a rejected answer as the next try."""
+    return [*base, {"role": "assistant", "content": answer},
+            {"role": "user", "content": RETRY.format(reason=reason, attempt=attempt, max_attempts=max_attempts)}]
