@@ -125,7 +125,8 @@ class ChatServer:
                 reply = server.responder(messages, n)
                 with server.lock:
                     server.events[key].append((time.monotonic(), reply.status))
-                    if reply.status == 200 and reply.body is not None and reply.raw is None:
+                    # a stalled reply is abandoned by a client that timed out: not an answer it got
+                    if reply.status == 200 and reply.body is not None and reply.raw is None and not reply.stall_s:
                         server.answered[key] += 1
                 if reply.stall_s:
                     time.sleep(reply.stall_s)
