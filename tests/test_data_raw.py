@@ -148,7 +148,7 @@ def test_2023_timestamps_are_ms_and_sub_second_order_counts(tmp_path):
     assert (samples["timestamp"] == 1_600_000_000).all()
     one = samples[samples["user_id"] == "u0"].sort_values("timestamp", kind="stable")
     assert max(one["history"].map(len)) == 3
-    assert one["history"].map(tuple).tolist()[-1] == ("I3", "I2", "I1")  # oldest first by ms
+    assert list(one["history"].iloc[-1]) == ["I3", "I2", "I1"]  # oldest first by ms
 
 
 # ------------------------------------------------------------------ k-core and split

@@ -204,7 +204,7 @@ class LineMap:
 def _read_fast(file: Path, fields: tuple[Field, ...]) -> pa.Table | None:
     schema = pa.schema([(f.name, f.arrow_type) for f in fields])
     try:
-        return pj.read_json(file, read_options=pj.ReadOptions(block_size=16 << 20),
+        return pj.read_json(file, read_options=pj.ReadOptions(block_size=8 << 20),
                             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         log.info("%s: vectorized reader stopped (%s); reading line by line", file.name, exc)
@@ -273,8 +273,7 @@ def read_jsonl(file: Path, fields: tuple[Field, ...], bad: BadLines) -> pd.DataF
     if table is not None:
         cols = _normalize(table, fields)
         linemap = LineMap(file)
-        df = pd.DataFrame({k: v.to_numpy(zero_copy_only=False) if isinstance(v, pa.Array) else
-                           v.to_numpy() for k, v in cols.items()})
+        df = pa.table(cols).to_pandas()  # arrow-backed strings: no Python object per value
     else:
         raw, lines = _read_slow(file, fields, bad)
         linemap = LineMap(file, lines)
@@ -299,12 +298,12 @@ def read_jsonl(file: Path, fields: tuple[Field, ...], bad: BadLines) -> pd.DataF
 
 # ---------------------------------------------------------------- items and samples
 
-JUNK_TITLE = re.compile(r"^\s*<|getTime\(\)|\{\s*var\s", re.I)  # scraped HTML/JS in some 2018 meta rows
+JUNK_TITLE = r"^\s*<|getTime\(\)|\{\s*var\s"  # scraped HTML/JS found in some 2018 meta titles
 
 
 def _usable_title(titles: pd.Series, min_chars: int) -> np.ndarray:
     t = titles.fillna("")
-    return ((t.str.len() >= min_chars) & ~t.str.contains(JUNK_TITLE)).to_numpy()
+    return ((t.str.len() >= min_chars) & ~t.str.contains(JUNK_TITLE, case=False, regex=True)).to_numpy()
 
 
 def read_items(file: Path, fmt: RawFormat, config: DataConfig, category: str, bad: BadLines,
@@ -349,8 +348,8 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
     dropped: dict[str, int] = {}
 
     meta = read_items(meta_file, fmt, config, category, bad, dropped)
-    titled = set(meta.loc[meta["_titled"], "item_id"])
-    known = set(meta["item_id"])
+    titled = meta.loc[meta["_titled"], "item_id"]
+    known = meta["item_id"]
 
     rev = read_jsonl(reviews_file, fmt.reviews, bad)
     if rev.empty:
@@ -391,7 +390,6 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
             raise DataError(f"{path}: split '{split}' is empty after the {'/'.join(map(str, config.split_ratio))} "
                             f"time split of {len(samples)} samples (too few interactions)")
 
-    kept_items = set(rev["item_id"])
-    items = meta[meta["item_id"].isin(kept_items)].sort_values("item_id").reset_index(drop=True)
+    items = meta[meta["item_id"].isin(rev["item_id"].unique())].sort_values("item_id").reset_index(drop=True)
     items = items[["item_id", "title", "description", "brand", "categories", "category", "reference_sid"]]
     return items, samples, dropped

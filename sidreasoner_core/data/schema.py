@@ -35,7 +35,8 @@ SAMPLES_SCHEMA = pa.schema([
 
 def write_table(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    pq.write_table(table, path)
+    # no pandas metadata: the file is plain Arrow types whatever dtypes the frame had (Arrow-backed or not)
+    pq.write_table(table.replace_schema_metadata(None), path)
 
 
 def read_items(dataset_dir: Path) -> pd.DataFrame:

@@ -9,6 +9,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .schema import SPLITS
 
@@ -16,13 +18,21 @@ log = logging.getLogger(__name__)
 
 
 def order_interactions(df: pd.DataFrame) -> pd.DataFrame:
-    """Sort by (user, time, file order): file order breaks same-second ties deterministically."""
-    return df.sort_values(["user_id", "ts", "_rec"], kind="stable").reset_index(drop=True)
+    """Sort by (user id, time, file order): file order breaks same-second ties deterministically.
+
+    Sorts integer codes (user codes in string order) rather than the strings themselves.
+    """
+    ucodes, _ = pd.factorize(df["user_id"], sort=True)
+    order = np.lexsort((df["_rec"].to_numpy(), df["ts"].to_numpy(), ucodes))
+    return df.take(order).reset_index(drop=True)
 
 
 def dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Keep each (user, item) pair's first interaction in time; `df` must be ordered."""
-    dup = df.duplicated(["user_id", "item_id"], keep="first").to_numpy()
+    ucodes, _ = pd.factorize(df["user_id"])
+    icodes, uniq = pd.factorize(df["item_id"])
+    pair = ucodes.astype(np.int64) * max(len(uniq), 1) + icodes
+    dup = pd.Series(pair).duplicated(keep="first").to_numpy()
     return df[~dup].reset_index(drop=True), int(dup.sum())
 
 
@@ -70,8 +80,7 @@ def windows(df: pd.DataFrame, max_history: int, ratio: tuple[float, float, float
     seconds), _rec, ordered by `order_interactions`.
     """
     n = len(df)
-    users = df["user_id"].to_numpy()
-    ucodes, _ = pd.factorize(users, sort=True)  # string order: the tie-break does not depend on the file
+    ucodes, _ = pd.factorize(df["user_id"], sort=True)  # string order: ties do not depend on the file
     starts = np.r_[0, np.flatnonzero(ucodes[1:] != ucodes[:-1]) + 1]
     lengths = np.diff(np.r_[starts, n])
     user_start = np.repeat(starts, lengths)
@@ -81,18 +90,31 @@ def windows(df: pd.DataFrame, max_history: int, ratio: tuple[float, float, float
     ts = df["ts"].to_numpy()[idx]
     order = np.lexsort((pos[idx], ucodes[idx], ts))
     idx, hist_from, ts = idx[order], hist_from[order], ts[order]
-    item_list = df["item_id"].tolist()
-    history = [item_list[a:b] for a, b in zip(hist_from.tolist(), idx.tolist())]
     cut1, cut2 = split_bounds(len(idx), ratio)
     split = np.empty(len(idx), dtype=object)
     split[:cut1], split[cut1:cut2], split[cut2:] = SPLITS
-    user_of = users[idx]
-    k_of = pos[idx]
+    items = pa.array(df["item_id"].array, type=pa.string())
+    users_arr = pa.array(df["user_id"].array, type=pa.string()).take(pa.array(idx))
     return pd.DataFrame({
         "split": split,
-        "user_id": user_of,
-        "history": history,
-        "target": df["item_id"].to_numpy()[idx],
+        "user_id": _arrow_series(users_arr),
+        "history": _arrow_series(_history_lists(items, hist_from, idx)),
+        "target": _arrow_series(items.take(pa.array(idx))),
         "timestamp": (ts // per_second).astype("int64"),
-        "_row": [f"{source}: user {u} sample {k}" for u, k in zip(user_of.tolist(), k_of.tolist())],
+        # where a sample came from, for error messages ("Cat.json: user A1 sample 3")
+        "_row": pd.Series(pc.binary_join_element_wise(
+            f"{source}: user ", users_arr, " sample ", pa.array(pos[idx]).cast(pa.string()), "")).astype(str),
     })
+
+
+def _arrow_series(arr: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowExtensionArray(arr))
+
+
+def _history_lists(items: pa.Array, start: np.ndarray, end: np.ndarray) -> pa.ListArray:
+    """items[start[j]:end[j]] for every j as one Arrow list array (windows overlap, so values are taken)."""
+    lengths = end - start
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), items.take(pa.array(flat))).cast(pa.list_(pa.string()))

@@ -36,7 +36,9 @@ def _check_ids(items: pd.DataFrame, samples: pd.DataFrame) -> None:
     import pyarrow.compute as pc
 
     known = pa.array(items["item_id"].astype(str).tolist(), type=pa.string())
-    hist = pa.array(samples["history"].tolist(), type=pa.list_(pa.string()))
+    h = samples["history"]
+    hist = (pa.array(h.array) if isinstance(h.dtype, pd.ArrowDtype)  # raw readers build Arrow lists
+            else pa.array(h.tolist(), type=pa.list_(pa.string())))
     flat_ok = pc.is_in(pc.list_flatten(hist), value_set=known).to_numpy(zero_copy_only=False)
     if not flat_ok.all():
         parent = pc.list_parent_indices(hist).to_numpy()
@@ -44,7 +46,7 @@ def _check_ids(items: pd.DataFrame, samples: pd.DataFrame) -> None:
         row = int(parent[pos])
         unknown = pc.list_flatten(hist)[pos].as_py()
         raise DataError(f"{samples['_row'].iloc[row]}: history item id {unknown!r} is not in the item table")
-    tgt_ok = samples["target"].isin(set(items["item_id"])).to_numpy()
+    tgt_ok = samples["target"].isin(items["item_id"]).to_numpy()
     if not tgt_ok.all():
         row = int(np.flatnonzero(~tgt_ok)[0])
         raise DataError(f"{samples['_row'].iloc[row]}: target item id {samples['target'].iloc[row]!r} "
