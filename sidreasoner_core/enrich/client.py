@@ -116,8 +116,6 @@ def retry_after_s(headers) -> float | None:
 
 class TeacherClient:
     def __init__(self, config: EnrichConfig, cache: ResponseCache, usage: Usage | None = None):
-        from openai import AsyncOpenAI
-
         self.config = config
         self.cache = cache
         self.usage = usage or Usage(model=config.model)
@@ -125,11 +123,21 @@ class TeacherClient:
         self._sem = asyncio.Semaphore(config.concurrency)
         self._rng = random.Random(config.seed)
         self._inflight: dict[str, asyncio.Future] = {}  # identical prompts in flight share one request
-        self._sdk = AsyncOpenAI(base_url=config.base_url, api_key=api_key_from_env(config.api_key_env),
-                                max_retries=0, timeout=config.request_timeout_s)
+        self._sdk_client = None
+
+    @property
+    def _sdk(self):
+        """Built at the first uncached request: a rerun served from the cache needs no key."""
+        if self._sdk_client is None:
+            from openai import AsyncOpenAI
+
+            self._sdk_client = AsyncOpenAI(base_url=self.config.base_url, api_key=api_key_from_env(self.config.api_key_env),
+                                           max_retries=0, timeout=self.config.request_timeout_s)
+        return self._sdk_client
 
     async def close(self) -> None:
-        await self._sdk.close()
+        if self._sdk_client is not None:
+            await self._sdk_client.close()
 
     def backoff_s(self, attempt: int, retry_after: float | None) -> float:
         cfg = self.config

@@ -75,9 +75,6 @@ def run_ray(jobs: Sequence[Job], config: EnrichConfig, cache: ResponseCache, usa
         import ray
     except ImportError:
         raise RuntimeError("enrich.backend 'ray' needs ray[data]: pip install 'ray[data]' aiohttp") from None
-    api_key_from_env(config.api_key_env)  # fail early, on the driver, when the key is missing
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     params = request_params(config)
     transport_tries: Counter = Counter()
     rounds = 0
@@ -94,6 +91,9 @@ def run_ray(jobs: Sequence[Job], config: EnrichConfig, cache: ResponseCache, usa
                 job.accept(rec["content"])
             continue
         requests = {key: {"model": config.model, "messages": msgs, **params} for _, msgs, key in keyed}
+        api_key_from_env(config.api_key_env)  # fail on the driver when the key is missing (workers read it too)
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         rounds += 1
         log.info("ray round %d: %d request(s)", rounds, len(requests))
         usage.requests += len(requests)
