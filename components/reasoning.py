@@ -1,0 +1,42 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import ROLLOUT_IMAGE, TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def coldstart_op(aligned_model: Input[Model], dataset: Input[Dataset], sids: Input[Dataset], corpus: Input[Dataset],
+                 config_json: str, model: Output[Model], metrics: Output[Metrics], curves: Output[Markdown],
+                 max_steps: int = 0, tracking_uri: str = "", parent_run_id: str = ""):
+    """Cold-start reasoning activation (SPEC §4): SFT on `<think>reasoning</think>` + SID targets."""
+    import shutil
+    from pathlib import Path
+
+    from sidreasoner_core.config import section
+    from sidreasoner_core.reasoning.stage import CURVES_MD, coldstart_step
+
+    overrides = {}
+    if max_steps > 0:
+        overrides["train"] = {**section(config_json, "coldstart").get("train", {}), "max_steps": max_steps}
+    values = coldstart_step(config_json, aligned_model.path, dataset.path, sids.path, corpus.path, model.path,
+                            tracking_uri, parent_run_id, **overrides)
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+    shutil.copyfile(Path(model.path) / CURVES_MD, curves.path)
+
+
+@dsl.component(base_image=ROLLOUT_IMAGE, install_kfp_package=False)
+def grpo_op(model_in: Input[Model], dataset: Input[Dataset], sids: Input[Dataset], config_json: str,
+            model: Output[Model], metrics: Output[Metrics], curves: Output[Markdown],
+            max_steps: int = 0, num_generations: int = 0, tracking_uri: str = "", parent_run_id: str = ""):
+    """GRPO (SPEC §5): stepwise prefix-match + validity reward; curves of reward, lengths, Recall@10."""
+    import shutil
+    from pathlib import Path
+
+    from sidreasoner_core.reasoning.stage import CURVES_MD, grpo_step
+
+    values = grpo_step(config_json, model_in.path, dataset.path, sids.path, model.path, tracking_uri, parent_run_id,
+                       max_steps=max_steps or None, num_generations=num_generations or None)
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+    shutil.copyfile(Path(model.path) / CURVES_MD, curves.path)

@@ -1,0 +1,162 @@
+"""Training-time logging of the reasoning stages (paper Figure 6).
+
+`CurveLog` appends every trainer log (reward and each reward part, KL, entropy, completion and
+reasoning length, valid-SID share, ...) to a JSON-lines file that survives a kill, and forwards it
+to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in the
+evaluation's thinking mode: greedy reasoning until `</think>` (closed by force when the budget
+runs out), then beam search over catalogue SIDs (the evaluation stage's constrained decoder).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .rewards import THINK_CLOSE, THINK_OPEN
+
+log = logging.getLogger(__name__)
+
+CURVES_FILE = "curves.jsonl"
+
+
+def _trainer_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class CurveLog:
+    """Append-only JSON-lines record of logged values; `rows()` keeps the last record per (step, key)."""
+
+    def __init__(self, path: str | Path, forward: Callable[[dict, int], None] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.forward = forward
+
+    def write(self, step: int, values: dict) -> None:
+        clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not clean:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), **clean}) + "\n")
+        if self.forward is not None:
+            try:
+                self.forward(clean, int(step))
+            except Exception as exc:  # tracking must never stop training
+                log.warning("curve forward failed: %s", exc)
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        merged: dict[int, dict] = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            merged.setdefault(rec["step"], {}).update(rec)
+        return [merged[s] for s in sorted(merged)]
+
+
+def curve_callback(curves: CurveLog):
+    """A TrainerCallback that writes every `on_log` to `curves`."""
+    Base = _trainer_callback_base()
+
+    class CurveCallback(Base):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                curves.write(state.global_step, logs)
+
+    return CurveCallback()
+
+
+def greedy_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                     batch_size: int = 8) -> tuple[list[str], list[int]]:
+    """Greedy completions cut at `</think>`; returns (reasoning text incl. `<think>`, tokens used)."""
+    import torch
+
+    from ..evaluation.constrained import encode_left_padded
+
+    device = next(model.parameters()).device
+    texts, lengths = [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        ids, mask = encode_left_padded(tokenizer, chunk, device)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer,
+                                 stop_strings=[THINK_CLOSE])
+        for row in out[:, ids.size(1):]:
+            tokens = [t for t in row.tolist() if t != tokenizer.pad_token_id]
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            head = text.split(THINK_CLOSE, 1)[0]
+            texts.append(head)
+            lengths.append(len(tokens))
+    return texts, lengths
+
+
+def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], trie,
+                    max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8) -> dict[str, float]:
+    """Recall/NDCG@{1,5,10} of reason-then-rank decoding, plus mean reasoning tokens."""
+    from ..evaluation.constrained import rank_sids
+    from ..evaluation.metrics import rank_metrics
+
+    was_training = model.training
+    model.eval()
+    try:
+        reasoning, lengths = greedy_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size)
+        closed = []
+        for p, r in zip(prompts, reasoning):
+            r = r if r.lstrip().startswith(THINK_OPEN) else f"{THINK_OPEN}\n{r}"
+            closed.append(f"{p}{r.rstrip()}\n{THINK_CLOSE}\n\n")
+        ranked = rank_sids(model, tokenizer, closed, trie, num_beams=num_beams, batch_size=batch_size,
+                           progress=False)
+    finally:
+        model.train(was_training)
+    metrics = rank_metrics([[s for s, _ in r] for r in ranked], list(targets), ks=(1, 5, 10))
+    out = {k: v for k, v in metrics.items() if k.startswith(("recall@", "ndcg@"))}
+    out["reasoning_tokens"] = sum(lengths) / max(len(lengths), 1)
+    return out
+
+
+def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], every: int,
+                    max_reasoning_tokens: int, num_beams: int = 10):
+    """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `every` steps and at the end."""
+    Base = _trainer_callback_base()
+
+    class RecallCallback(Base):
+        def __init__(self):
+            self.trie = None
+            self.prompts: list[str] | None = None
+            self.done: set[int] = set()
+            self.last: dict[str, float] = {}
+
+        def _measure(self, state, model, tokenizer):
+            if state.global_step in self.done or not state.is_world_process_zero:
+                return
+            from ..evaluation.constrained import SIDTrie
+
+            if self.trie is None:
+                self.trie = SIDTrie.build(catalogue_sids, tokenizer)
+                self.prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+                                for r in rows]
+            m = thinking_recall(model, tokenizer, self.prompts, [r["target_sid"] for r in rows], self.trie,
+                                max_reasoning_tokens, num_beams)
+            self.done.add(state.global_step)
+            self.last = {f"eval/{k}": v for k, v in m.items()}
+            curves.write(state.global_step, self.last)
+            log.info("step %d: %s", state.global_step, json.dumps(self.last))
+
+        def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
+            if state.global_step == 0:
+                self._measure(state, model, processing_class)
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
+            if state.global_step % every == 0:
+                self._measure(state, model, processing_class)
+
+        def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
+            self._measure(state, model, processing_class)
+
+    return RecallCallback()

@@ -1,0 +1,116 @@
+"""Settings of the two reasoning stages: `coldstart` (SPEC §4) and `grpo` (SPEC §5).
+
+Defaults are the paper's cluster values; the local preset shrinks the budgets
+(steps, samples, generations, lengths), never the method.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..align.config import SFTOptions
+from ..config import StageConfig
+
+
+class PromptConfig(StageConfig):
+    """How a sample becomes a prompt (shared by both stages so cold-start and RL see the same input)."""
+
+    max_history: int = Field(10, ge=1, description="at most this many most recent history items in the prompt")
+    thinking: bool = Field(True, description="ask for reasoning before the SID (SPEC §4 instruction)")
+
+
+class ClusterConfig(StageConfig):
+    """Multi-GPU knobs (same meaning as the alignment's `SFTOptions`); ignored on CPU."""
+
+    num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
+    deepspeed: Literal["none", "zero2", "zero3"] = Field(
+        "none", description="DeepSpeed ZeRO stage via the accelerate configs in sidreasoner_core/align")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a capable GPU, else fp32")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory on long completions")
+
+
+def coldstart_sft_defaults():
+    """The alignment's SFT options with SPEC §4 values: one epoch at lr 1e-5, no early stopping."""
+    return SFTOptions(learning_rate=1e-5, num_train_epochs=1.0, per_device_train_batch_size=8,
+                      gradient_accumulation_steps=4, max_length=2048, eval_strategy="no",
+                      early_stopping_patience=None, eval_steps=200, logging_steps=10)
+
+
+class ColdStartConfig(StageConfig):
+    """Cold-start reasoning activation: SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` (SPEC §4)."""
+
+    model: str | None = Field(None, description="model reference; default: the input model artifact")
+    max_samples: int | None = Field(None, ge=1, description="use at most this many reasoning traces")
+    seed: int = 42
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    train: SFTOptions = Field(default_factory=coldstart_sft_defaults,
+                              description="the shared SFT options (checkpoints every eval_steps)")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _on_coldstart_defaults(cls, v):
+        # A partial `train:` mapping overrides the cold-start defaults, not the alignment's.
+        if isinstance(v, dict):
+            return {**coldstart_sft_defaults().model_dump(), **v}
+        return v
+
+
+class RewardConfig(StageConfig):
+    """r = r_rule + format_weight * r_format (SPEC §5)."""
+
+    rule: Literal["stepwise", "prefix_fraction"] = Field(
+        "stepwise", description="stepwise 0.25/0.5/1.0 (paper) or m/L for a correct prefix of m of L tokens")
+    stepwise_values: tuple[float, ...] = Field((0.25, 0.5, 1.0), description="credit for prefixes a, a+b, a+b+c")
+    format_weight: float = Field(0.1, ge=0, description="λ, weight of the catalogue-validity reward")
+    strict_answer: bool = Field(False, description="give 0 when anything but the SID follows </think>")
+
+
+class GRPOStageConfig(StageConfig):
+    """GRPO on the cold-started model (SPEC §5, paper §4.1 values as defaults)."""
+
+    model: str | None = Field(None, description="model reference; default: the input model artifact")
+    num_generations: int = Field(16, ge=2, description="group size G: rollouts per prompt")
+    prompts_per_step: int = Field(256, ge=1, description="prompts per optimizer step (paper batch 256)")
+    per_device_train_batch_size: int = Field(
+        16, ge=1, description="completions per forward/backward micro-batch; accumulation covers the rest")
+    temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1)
+    beta: float = Field(1e-3, ge=0, description="KL coefficient (k3 estimator as a loss term)")
+    epsilon: float = Field(0.2, gt=0, description="PPO clip range")
+    learning_rate: float = Field(1e-6, gt=0, description="paper: 5e-7 to 1e-6")
+    max_completion_length: int = Field(1024, ge=4, description="reasoning + SID tokens per rollout")
+    num_iterations: int = Field(1, ge=1, description="policy updates per generated batch (μ)")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo", description="token-level aggregation; 'dapo' = token-mean over the batch (verl's default)")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage normalisation")
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = epochs decide)")
+    max_samples: int | None = Field(None, ge=1, description="use at most this many training samples")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    constrained_sid: bool = Field(
+        False, description="constrain rollouts after </think> to catalogue SIDs (off: the paper's setting)")
+    use_vllm: bool = Field(False, description="vLLM rollouts (GPU); off = transformers generate")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = Field(None, description="server mode: URL of `trl vllm-serve`")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    eval_steps: int = Field(50, ge=1, description="Recall@10 on the fixed validation subset every N steps")
+    eval_samples: int = Field(64, ge=0, description="size of the fixed validation subset (0 = off)")
+    eval_max_reasoning_tokens: int | None = Field(
+        None, ge=1, description="greedy reasoning budget at eval; default max_completion_length")
+    eval_beams: int = Field(10, ge=1, description="constrained beams over the SID at eval (top-10)")
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
+    save_total_limit: int = Field(2, ge=1)
+    seed: int = 42
+    resume: bool = Field(True, description="continue from the last checkpoint in the work dir if present")
+    work_dir: str | None = Field(None, description="checkpoint directory; default: next to the output artifact")
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
+            raise ValueError("vllm_mode 'server' needs vllm_server_base_url")
+        return self

@@ -1,0 +1,178 @@
+"""GRPO over reasoning-then-SID rollouts with TRL's `GRPOTrainer` (SPEC §5).
+
+Rollouts are sampled by transformers `generate` (CPU, tests) or by vLLM (`use_vllm`, colocate or
+server mode, GPU). Multi-GPU ZeRO runs come from launching this same code under an accelerate
+config (see `stage.py`); nothing here imports vLLM or DeepSpeed unless the config asks for them.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+from .. import sid as sidlib
+from .config import GRPOStageConfig
+from .rewards import THINK_CLOSE, reward_functions
+
+log = logging.getLogger(__name__)
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def batch_plan(cfg: GRPOStageConfig, world_size: int = 1) -> dict:
+    """Translate the paper's units (prompts per step x group size) into TRL batch settings."""
+    completions = cfg.prompts_per_step * cfg.num_generations
+    per_device = min(cfg.per_device_train_batch_size, completions // world_size or 1)
+    if completions % (per_device * world_size):
+        raise ValueError(f"prompts_per_step x num_generations = {completions} completions is not divisible by "
+                         f"per_device_train_batch_size x processes = {per_device} x {world_size}")
+    return {"per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": completions // (per_device * world_size)}
+
+
+def vllm_sid_regex(catalogue: sidlib.Catalogue) -> str:
+    """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID."""
+    sids = "|".join(re.escape(s) for s in sorted(catalogue.item_by_sid))
+    return rf"(?s).*{re.escape(THINK_CLOSE)}\s*(?:{sids})"
+
+
+def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogue, reward_weights: list[float],
+              world_size: int = 1):
+    from trl import GRPOConfig
+
+    gpu = has_gpu()
+    bf16 = cfg.cluster.bf16 if cfg.cluster.bf16 is not None else (gpu and _bf16_ok())
+    extra = {}
+    if cfg.use_vllm:
+        if not gpu:
+            raise RuntimeError("grpo.use_vllm needs a GPU (vLLM rollouts); set use_vllm: false on CPU")
+        extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode, vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        if cfg.vllm_server_base_url:
+            extra["vllm_server_base_url"] = cfg.vllm_server_base_url
+        if cfg.constrained_sid:
+            extra["vllm_structured_outputs_regex"] = vllm_sid_regex(catalogue)
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        **batch_plan(cfg, world_size),
+        num_generations=cfg.num_generations,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup" if cfg.warmup_ratio else "constant",  # paper: fixed lr
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        max_completion_length=cfg.max_completion_length,
+        num_iterations=cfg.num_iterations,
+        loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards,
+        reward_weights=reward_weights,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        use_cpu=not gpu,
+        bf16=bool(bf16),
+        gradient_checkpointing=cfg.cluster.gradient_checkpointing,
+        report_to="none",
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+        **extra,
+    )
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue):
+    """The evaluation stage's catalogue-constrained logits processor for the transformers path."""
+    try:
+        from ..evaluation import constrained
+    except ImportError:
+        constrained = None
+    factory = getattr(constrained, "thinking_sid_logits_processor", None) if constrained else None
+    if factory is None:
+        raise NotImplementedError(
+            "grpo.constrained_sid with transformers rollouts needs "
+            "sidreasoner_core.evaluation.constrained.thinking_sid_logits_processor (not available); "
+            "use constrained_sid: false, or use_vllm: true (structured-output regex)")
+    return factory(tokenizer, catalogue)
+
+
+def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
+                 output_dir: Path, callbacks: list | None = None, world_size: int = 1):
+    """A ready `GRPOTrainer` (plus the optional constrained-rollout hook)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    funcs, weights = reward_functions(catalogue, rule=cfg.reward.rule, stepwise_values=cfg.reward.stepwise_values,
+                                      format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer)
+    args = grpo_args(cfg, output_dir, catalogue, weights, world_size)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    processor = None
+    if cfg.constrained_sid and not cfg.use_vllm:
+        processor = sid_logits_processor(tokenizer, catalogue)
+    trainer_cls = _constrained_trainer_class() if processor is not None else GRPOTrainer
+    # beta > 0 needs a reference model: TRL rebuilds it from a path, so pass the directory, not a module.
+    trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
+                          train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
+                          callbacks=callbacks or [])
+    if processor is not None:
+        trainer.sid_logits_processor = processor
+    return trainer
+
+
+@functools.lru_cache(maxsize=1)
+def _constrained_trainer_class():
+    from transformers import LogitsProcessorList
+    from trl import GRPOTrainer
+
+    class ConstrainedGRPOTrainer(GRPOTrainer):
+        """Adds a logits processor to transformers rollouts (TRL's generation config cannot carry one)."""
+
+        sid_logits_processor: Callable | None = None
+
+        def _generate_single_turn(self, *args, **kwargs):
+            model = self.accelerator.unwrap_model(self.model_wrapped)
+            model.generate = functools.partial(type(model).generate, model,
+                                               logits_processor=LogitsProcessorList([self.sid_logits_processor]))
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                del model.generate  # back to the class method
+
+    return ConstrainedGRPOTrainer
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
+          output_dir: Path, final_dir: Path, callbacks: list | None = None) -> dict:
+    """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`."""
+    trainer = make_trainer(cfg, model_dir, train_rows, catalogue, output_dir, callbacks)
+    resume = last_checkpoint(output_dir) if cfg.resume else None
+    if resume:
+        log.info("grpo: resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(final_dir))
+    trainer.processing_class.save_pretrained(str(final_dir))
+    return {"train_steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime", 0.0),
+            "resumed_from_step": int(resume.rsplit("-", 1)[-1]) if resume else 0}

@@ -1,0 +1,92 @@
+"""Rows for the reasoning stages: the SID-history prompt and the target SID of each sample.
+
+A row is `{"prompt": [chat messages], "target_sid": str, "user_id": str}` (TRL's conversational
+prompt format); cold-start rows add `"completion": [assistant message]`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .. import prompts
+from .. import sid as sidlib
+from .config import PromptConfig
+
+log = logging.getLogger(__name__)
+
+class ReasoningDataError(ValueError):
+    pass
+
+
+def load_sid_table(sids_dir: str | Path) -> dict[str, str]:
+    """item_id -> SID string from a sids artifact directory (`sids.parquet`)."""
+    path = Path(sids_dir) / sidlib.SIDS_FILE
+    if not path.is_file():
+        raise ReasoningDataError(f"{path}: SID table missing")
+    table = pq.read_table(path, columns=["item_id", "sid"]).to_pandas()
+    bad = table["sid"].isna()
+    if bad.any():
+        raise ReasoningDataError(f"{path}: row {int(bad.idxmax())} (item {table['item_id'][bad.idxmax()]!r}) has no SID")
+    return dict(zip(table["item_id"].astype(str), table["sid"].astype(str)))
+
+
+def load_catalogue(sids_dir: str | Path) -> tuple[dict[str, str], sidlib.Catalogue]:
+    sid_by_item = load_sid_table(sids_dir)
+    try:
+        return sid_by_item, sidlib.Catalogue(sid_by_item)
+    except sidlib.SIDError as exc:
+        raise ReasoningDataError(f"{Path(sids_dir) / sidlib.SIDS_FILE}: {exc}") from None
+
+
+def prompt_messages(history_sids: list[str], thinking: bool = True) -> list[dict]:
+    """The SID-history -> next-SID prompt (SPEC §3 task 5) with the §4 thinking instruction,
+    worded by the shared prompt module so evaluation sees the same text."""
+    return [{"role": "user", "content": prompts.sid_history_prompt(history_sids, thinking=thinking)}]
+
+
+def sid_rows(samples: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptConfig,
+             max_samples: int | None = None, seed: int = 0, source: str = "samples") -> list[dict]:
+    """One row per sample whose history and target all have SIDs (a missing SID is an error)."""
+    if max_samples is not None and len(samples) > max_samples:
+        samples = samples.sample(n=max_samples, random_state=seed).sort_index()
+    rows = []
+    for idx, rec in samples.iterrows():
+        history = list(rec["history"])[-prompt.max_history:]
+        missing = [i for i in [*history, rec["target"]] if i not in sid_by_item]
+        if missing:
+            raise ReasoningDataError(f"{source}: row {idx} (user {rec['user_id']!r}): item {missing[0]!r} has no SID")
+        rows.append({
+            "prompt": prompt_messages([sid_by_item[i] for i in history], thinking=prompt.thinking),
+            "target_sid": sid_by_item[rec["target"]],
+            "user_id": str(rec["user_id"]),
+        })
+    if not rows:
+        raise ReasoningDataError(f"{source}: no samples")
+    return rows
+
+
+def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptConfig,
+                   max_samples: int | None = None, seed: int = 0, source: str = "user_reasoning") -> list[dict]:
+    """Prompt + `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` completion for every usable trace."""
+    for col in ("history", "target", "reasoning"):
+        if col not in reasoning.columns:
+            raise ReasoningDataError(f"{source}: column {col!r} missing (have {list(reasoning.columns)})")
+    ok = reasoning
+    if "status" in ok.columns:
+        ok = ok[ok["status"] == "ok"]
+    if "split" in ok.columns:  # cold-start learns from training samples only
+        ok = ok[ok["split"] == "train"]
+    ok = ok[ok["reasoning"].fillna("").str.strip() != ""]
+    if ok.empty:
+        raise ReasoningDataError(f"{source}: no reasoning traces with status 'ok'")
+    if "user_id" not in ok.columns:
+        ok = ok.assign(user_id="")
+    rows = sid_rows(ok, sid_by_item, prompt, max_samples, seed, source)
+    texts = ok if max_samples is None or len(ok) <= max_samples else ok.sample(n=max_samples, random_state=seed).sort_index()
+    for row, reasoning_text in zip(rows, texts["reasoning"]):
+        row["completion"] = [{"role": "assistant",
+                               "content": prompts.thinking_response(str(reasoning_text), row["target_sid"])}]
+    return rows

@@ -1,0 +1,241 @@
+"""Reasoning stage entry points: cold-start activation and GRPO (`run_*` library calls, `*_step` pipeline steps).
+
+Both write a "model" artifact:
+  model/           Hugging Face directory (safetensors + tokenizer with the SID tokens)
+  sid_tokens.json  the SID tokens (copied from the input model artifact, or rebuilt from the SID table)
+  metrics.json     flat numeric figures of the run
+  curves.jsonl     every logged value by step (GRPO: reward and its parts, KL, lengths, valid-SID
+                   share, Recall@10 on a fixed validation subset; cold-start: loss, lr)
+  curves.md        the curves as a small Markdown table (the pipeline's report output)
+Checkpoints live in a work directory beside the output (`<out>.work`, or `work_dir`): a killed run
+resumes from its last checkpoint, and the directory is removed once the artifact is published.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from ..artifacts import Artifact, open_artifact, write_artifact
+from ..sid import KIND as SIDS_KIND
+from ..sid import vocabulary
+from .callbacks import CURVES_FILE, CurveLog, curve_callback, recall_callback
+from .config import ColdStartConfig, GRPOStageConfig
+from .samples import ReasoningDataError, load_catalogue, sid_rows
+
+log = logging.getLogger(__name__)
+
+KIND = "model"
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+CURVES_MD = "curves.md"
+SID_TOKENS_FILE = "sid_tokens.json"
+CORPUS_KIND = "corpus"
+DATASET_KIND = "dataset"
+
+
+def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
+    from ..align.stage import work_dir_for as align_work_dir
+
+    return align_work_dir(str(out), config_work_dir)
+
+
+def _model_ref(config_model: str | None, model_in: Artifact | str) -> str:
+    if config_model:
+        return config_model
+    return str(model_in.path if isinstance(model_in, Artifact) else model_in)
+
+
+def _sid_tokens(model_in: Artifact | str, sid_by_item: dict[str, str]) -> dict:
+    """The SID token list of the input model artifact, else one rebuilt from the SID table."""
+    if isinstance(model_in, Artifact) and (model_in.path / SID_TOKENS_FILE).is_file():
+        return json.loads((model_in.path / SID_TOKENS_FILE).read_text())
+    from ..sid import parse_sid
+
+    codes = [parse_sid(s) for s in sid_by_item.values()]
+    levels = max(len(c) for c in codes)
+    cpl = max(max(c) for c in codes) + 1
+    return {"levels": levels, "codes_per_level": cpl, "tokens": vocabulary(levels, cpl)}
+
+
+def curves_markdown(rows: list[dict], keys: tuple[str, ...], title: str) -> str:
+    present = [k for k in keys if any(k in r for r in rows)]
+    lines = [f"# {title}", "", "| step | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    for r in rows:
+        if any(k in r for k in present):
+            cells = [f"{r[k]:.4g}" if k in r else "" for k in present]
+            lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
+                   "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
+                   "eval/reasoning_tokens")
+COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm")
+
+
+def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_src, sid_tokens: dict,
+             metrics: dict, curves: CurveLog, curve_keys: tuple[str, ...], title: str) -> Artifact:
+    rows = curves.rows()
+    with write_artifact(out, kind=KIND, config=config, parents=parents, extra={**extra, "metrics": metrics}) as d:
+        if isinstance(model_src, (str, Path)):
+            shutil.copytree(model_src, d / MODEL_DIR)
+        else:
+            model_src.save_pretrained(d / MODEL_DIR)
+            tokenizer_src.save_pretrained(d / MODEL_DIR)
+        (d / SID_TOKENS_FILE).write_text(json.dumps(sid_tokens))
+        (d / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        with open(d / CURVES_FILE, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        (d / CURVES_MD).write_text(curves_markdown(rows, curve_keys, title))
+    return open_artifact(out, kind=KIND)
+
+
+# ---------------------------------------------------------------- cold-start
+
+def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Artifact | None, sids: Artifact,
+                  corpus: Artifact, out: str, work_dir: str | Path | None = None, tracker=None) -> Artifact:
+    """SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` targets from the corpus's reasoning traces."""
+    from . import coldstart
+
+    t0 = time.time()
+    out = str(out)
+    sid_by_item, _ = load_catalogue(sids.path)
+    recs = coldstart.records(coldstart.read_reasoning(corpus.path), sid_by_item, config,
+                             source=f"{corpus.uri}/user_reasoning.parquet")
+    work = Path(work_dir) if work_dir else work_dir_for(out)
+    curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
+    tokens = _sid_tokens(model_in, sid_by_item)
+    ref = _model_ref(config.model, model_in)
+    result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"], callbacks=[curve_callback(curves)])
+    metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0}
+    parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
+    art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
+                   curves, COLDSTART_CURVE_KEYS, "Cold-start activation")
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
+    return art
+
+
+# ---------------------------------------------------------------- GRPO
+
+def grpo_rows(config: GRPOStageConfig, dataset: Artifact, sid_by_item: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """(training rows, the fixed validation subset) from the dataset's train / valid splits."""
+    from ..data.schema import read_samples
+
+    train = sid_rows(read_samples(dataset.path, "train"), sid_by_item, config.prompt, config.max_samples, config.seed,
+                     source=f"{dataset.uri}/samples.parquet (train)")
+    evals: list[dict] = []
+    if config.eval_samples:
+        valid = read_samples(dataset.path, "valid")
+        if valid.empty:
+            raise ReasoningDataError(f"{dataset.uri}/samples.parquet: no valid samples for the Recall@10 curve")
+        evals = sid_rows(valid, sid_by_item, config.prompt, config.eval_samples, config.seed,
+                         source=f"{dataset.uri}/samples.parquet (valid)")
+    return train, evals
+
+
+def _summary(rows: list[dict]) -> dict[str, float]:
+    """First/last values of the headline curves (reward at the first and last logged steps)."""
+    out: dict[str, float] = {}
+    for key in GRPO_CURVE_KEYS:
+        values = [r[key] for r in rows if key in r]
+        if values:
+            name = key.replace("/", "_").replace("@", "_at_")
+            out[f"{name}_first"], out[f"{name}_last"] = float(values[0]), float(values[-1])
+    return out
+
+
+def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifact, sids: Artifact, out: str,
+             work_dir: str | Path | None = None, tracker=None) -> Artifact:
+    from ..models import resolve_model_dir
+    from . import grpo
+
+    t0 = time.time()
+    out = str(out)
+    sid_by_item, catalogue = load_catalogue(sids.path)
+    train_rows, eval_rows = grpo_rows(config, dataset, sid_by_item)
+    work = Path(work_dir) if work_dir else work_dir_for(out)
+    curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
+    callbacks = [curve_callback(curves)]
+    if eval_rows:
+        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config.eval_steps,
+                                         config.eval_max_reasoning_tokens or config.max_completion_length,
+                                         config.eval_beams))
+    ref = _model_ref(config.model, model_in)
+    model_dir = resolve_model_dir(ref)
+    info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final", callbacks)
+    rows = curves.rows()
+    metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
+               "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
+    parents = [a for a in (model_in, dataset, sids) if isinstance(a, Artifact)]
+    art = _publish(out, config, parents, {"model_ref": ref}, work / "final", None,
+                   _sid_tokens(model_in, sid_by_item), metrics, curves, GRPO_CURVE_KEYS, "GRPO")
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("grpo metrics: %s", json.dumps(metrics, sort_keys=True))
+    return art
+
+
+# ---------------------------------------------------------------- pipeline steps
+
+def _open_model(uri: str) -> Artifact | str:
+    """A model artifact when the URI is one, else the URI as a plain model reference."""
+    from ..artifacts import MANIFEST
+
+    p = Path(uri)
+    if uri.startswith("s3://") or (p / MANIFEST).is_file():
+        return open_artifact(uri, kind=KIND)
+    return uri
+
+
+def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out: str,
+                   tracking_uri: str = "", parent_run_id: str = "", **overrides) -> dict:
+    """The pipeline step: config from the `coldstart` section (+ typed overrides), tracked in MLflow."""
+    from ..config import section
+    from ..tracking import stage_run
+
+    config = ColdStartConfig.build(section(config_json, "coldstart"), source="config_json", **overrides)
+    model_in = _open_model(model_uri)
+    dataset = open_artifact(dataset_uri, kind=DATASET_KIND) if dataset_uri else None
+    sids = open_artifact(sids_uri, kind=SIDS_KIND)
+    corpus = open_artifact(corpus_uri, kind=CORPUS_KIND)
+    with stage_run("coldstart", config, tracking_uri, parent_run_id) as tracker:
+        if isinstance(model_in, Artifact):
+            tracker.log_input(model_in, context="model")
+        if dataset is not None:
+            tracker.log_input(dataset, context="dataset", table="samples.parquet")
+        tracker.log_input(sids, context="sids")
+        tracker.log_input(corpus, context="training", table="user_reasoning.parquet")
+        art = run_coldstart(config, model_in, dataset, sids, corpus, out, tracker=tracker)
+        metrics = art.manifest["metrics"]
+        tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
+    return metrics
+
+
+def grpo_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str, out: str,
+              tracking_uri: str = "", parent_run_id: str = "", **overrides) -> dict:
+    """The pipeline step: config from the `grpo` section (+ typed overrides), tracked in MLflow."""
+    from ..config import section
+    from ..tracking import stage_run
+
+    config = GRPOStageConfig.build(section(config_json, "grpo"), source="config_json", **overrides)
+    model_in = _open_model(model_uri)
+    dataset = open_artifact(dataset_uri, kind=DATASET_KIND)
+    sids = open_artifact(sids_uri, kind=SIDS_KIND)
+    with stage_run("grpo", config, tracking_uri, parent_run_id) as tracker:
+        if isinstance(model_in, Artifact):
+            tracker.log_input(model_in, context="model")
+        tracker.log_input(dataset, context="training", table="samples.parquet")
+        tracker.log_input(sids, context="sids")
+        art = run_grpo(config, model_in, dataset, sids, out, tracker=tracker)
+        metrics = art.manifest["metrics"]
+        tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
+    return metrics
+
+
+__all__ = ["run_coldstart", "run_grpo", "coldstart_step", "grpo_step", "KIND", "MODEL_DIR", "CURVES_MD"]
