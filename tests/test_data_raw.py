@@ -297,3 +297,25 @@ def test_empty_results_name_the_filter(tmp_path):
     write_lines(root / "meta_Cat.json", [json.dumps(meta_record("amazon2018", "ZZZ", "Unrelated item"))])
     with pytest.raises(DataError, match="no reviews left after the title filter"):
         build(DataConfig(), root)
+
+
+def test_meta_cleaning_is_counted(tmp_path):
+    root, inter = make_raw(tmp_path / "Cat", "amazon2018", seed=4)
+    meta = root / "meta_Cat.json"
+    lines = meta.read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    recs[0]["title"] = "Widget &amp; Sons"
+    recs[1]["title"] = '<span class="a-size-medium">x</span>'
+    recs[2]["title"] = " a "
+    dup = dict(recs[3], title="Second copy")
+    write_lines(meta, [json.dumps(r) for r in recs] + [json.dumps(dup), ""])
+    items, samples, stats, _ = build(DataConfig(k_core=2), root)
+    d = stats["dropped"]
+    assert d["meta_duplicate"] == 1 and d["items_no_title"] == 2
+    titles = dict(zip(items["item_id"], items["title"]))
+    assert titles.get(recs[0]["asin"]) == "Widget & Sons"
+    assert recs[1]["asin"] not in titles and recs[2]["asin"] not in titles
+    assert titles.get(recs[3]["asin"], recs[3]["title"]) == recs[3]["title"]  # the first record wins
+    write_lines(meta, [])
+    with pytest.raises(DataError, match="meta_Cat.json: no meta records"):
+        build(DataConfig(), root)

@@ -12,7 +12,9 @@ from ..config import ConfigError, section
 def register(app: typer.Typer) -> None:
     @app.command("data")
     def data_cmd(
-        input: str = typer.Option(..., "--input", help="input directory (processed CSV or Amazon raw files)"),
+        input: str = typer.Option(..., "--input", help=(
+            "input directory: processed CSV (train/valid/test.csv + item.json [+ index.json]) or Amazon raw "
+            "(one reviews *.json[l][.gz] + one meta*.json[l][.gz], 2018 or 2023 fields)")),
         out: str = typer.Option(..., "--out", help="output artifact directory (local or s3://)"),
         format: str = typer.Option("auto", "--format", help="auto|csv|amazon2018|amazon2023"),
         config: Optional[str] = typer.Option(None, "--config", help="pipeline config YAML/preset; its `data` section is used"),
