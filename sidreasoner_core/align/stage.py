@@ -164,13 +164,18 @@ def open_corpus(corpus_uri: str | None) -> Artifact | None:
 
 
 def step(config_json: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out: str, model_ref: str = "",
-         tracking_uri: str = "", parent_run_id: str = "", **overrides) -> dict:
+         tracking_uri: str = "", parent_run_id: str = "", max_steps: int | None = None,
+         num_gpus: int | None = None, **overrides) -> dict:
     """The pipeline step: config from the `align` section (+ typed overrides), tracked in MLflow."""
     from ..config import section
     from ..tracking import stage_run
 
     config = AlignConfig.build(section(config_json, "align"), source="config_json",
                                model=model_ref or None, **overrides)
+    train_updates = {k: v for k, v in (("max_steps", max_steps), ("num_gpus", num_gpus)) if v is not None}
+    if train_updates:
+        config = AlignConfig.build({**config.model_dump(), "train": {**config.train.model_dump(), **train_updates}},
+                                   source="overrides")
     dataset = open_artifact(dataset_uri, kind="dataset")
     sids = open_artifact(sids_uri, kind=SIDS_KIND)
     corpus = open_corpus(corpus_uri)

@@ -1,0 +1,98 @@
+"""The alignment stage end to end on the tiny model: component, artifact, CLI, launch plumbing."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from align_helpers import corpus_artifact, reference_sids_artifact, tiny_config
+from sidreasoner_core import sid as sidlib
+from sidreasoner_core.artifacts import open_artifact
+
+
+@pytest.fixture(scope="module")
+def arts(sample_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("align_stage")
+    sids = reference_sids_artifact(sample_dataset, root / "sids")
+    corpus = corpus_artifact(sample_dataset, sids, root / "corpus")
+    return sample_dataset, sids, corpus
+
+
+def test_component_python_func_writes_the_model_artifact(arts, tmp_path):
+    from kfp.dsl import Dataset, Metrics, Model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from components.align import align_op
+
+    dataset, sids, corpus = arts
+    out = Model(name="aligned_model", uri=str(tmp_path / "aligned_model"))
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    config = json.dumps({"align": tiny_config()})
+    align_op.python_func(dataset=Dataset(name="d", uri=str(dataset.path)), sids=Dataset(name="s", uri=str(sids.path)),
+                         corpus=Dataset(name="c", uri=str(corpus.path)), config_json=config, model_ref="tiny-qwen3",
+                         aligned_model=out, metrics=metrics)
+    art = open_artifact(out.path, kind="model")
+    assert {p["kind"] for p in art.manifest["parents"]} == {"dataset", "sids", "corpus"}
+    m = json.loads((art.path / "metrics.json").read_text())
+    assert m["global_step"] == 4 and "gsm8k_before" in m and "gsm8k_after" in m and m["gsm8k_n"] == 2
+    assert m["n_train_item_text"] == 6 and m["n_train_user_narrative"] == 6  # tasks 7-8 from the corpus
+    assert "eval_loss_sid_history_to_sid" in m and m["best_metric"] == m["eval_loss_sid_history_to_sid"]
+    assert any(k.startswith("train_loss_") for k in m)
+    assert metrics.metadata["global_step"] == 4
+    tokens = json.loads((art.path / "sid_tokens.json").read_text())
+    assert tokens["tokens"] == sidlib.vocabulary(3, 256)
+    tok = AutoTokenizer.from_pretrained(art.path / "model")
+    model = AutoModelForCausalLM.from_pretrained(art.path / "model")
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    s = "<a_71><b_201><c_34>"
+    assert tok.convert_ids_to_tokens(tok(s, add_special_tokens=False)["input_ids"]) == sidlib.tokens_of(s)
+    assert len((art.path / "gsm8k.jsonl").read_text().splitlines()) == 4
+    assert not (tmp_path / ".aligned_model.work").exists()  # checkpoints dropped once published
+
+
+def test_cli_reports_a_missing_input_cleanly(arts, tmp_path):
+    from typer.testing import CliRunner
+
+    from sidreasoner_core.cli import app
+
+    dataset, _, _ = arts
+    res = CliRunner().invoke(app, ["align", "--dataset", str(dataset.path), "--sids", str(tmp_path / "nope"),
+                                   "--out", str(tmp_path / "o"), "--model", "tiny-qwen3"])
+    assert res.exit_code == 2 and "nope: artifact directory does not exist" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_accelerate_configs_and_launch_command(tmp_path):
+    from sidreasoner_core.align.config import SFTOptions
+    from sidreasoner_core.align.launch import accelerate_config, launch_command
+
+    for stage in (2, 3):
+        cfg = yaml.safe_load(accelerate_config(f"zero{stage}").read_text())
+        assert cfg["distributed_type"] == "DEEPSPEED" and cfg["deepspeed_config"]["zero_stage"] == stage
+    assert yaml.safe_load(accelerate_config("zero3").read_text())["deepspeed_config"]["zero3_save_16bit_model"]
+    assert yaml.safe_load(accelerate_config("none").read_text())["distributed_type"] == "MULTI_GPU"
+    with pytest.raises(ValueError, match="zero1"):
+        accelerate_config("zero1")
+    cmd = launch_command(tmp_path / "job.json", SFTOptions(num_gpus=4, deepspeed="zero3", precision="bf16"))
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("--config_file") + 1].endswith("zero3.yaml")
+    assert cmd[-3:] == ["-m", "sidreasoner_core.align.launch", str(tmp_path / "job.json")]
+
+
+def test_launch_worker_trains_from_a_job_file(tmp_path, monkeypatch):
+    """The code each `accelerate launch` process runs, here as one CPU process."""
+    from sidreasoner_core.align.config import SFTOptions
+    from sidreasoner_core.align.launch import FINAL_DIR, worker_main, write_job
+
+    recs = [{"task": "t", "prompt": [{"role": "user", "content": f"kit {k}?"}],
+             "completion": sidlib.format_sid([k, 1, 2])} for k in range(4)]
+    opts = SFTOptions(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2, max_length=64,
+                      eval_strategy="steps", eval_steps=1, num_gpus=2)
+    job = write_job("tiny-qwen3", recs, recs[:2], opts, tmp_path, sid_tokens=sidlib.vocabulary(3, 4),
+                    early_stopping_task="t")
+    monkeypatch.setenv("SIDREASONER_SFT_WORKER", "1")
+    worker_main(str(job))
+    info = json.loads((tmp_path / "sft_result.json").read_text())
+    assert info["metrics"]["global_step"] == 2 and info["sid_tokens_added"] == 12
+    assert (tmp_path / FINAL_DIR / "model.safetensors").is_file() and (tmp_path / FINAL_DIR / "tokenizer.json").is_file()
