@@ -333,6 +333,13 @@ def read_items(file: Path, fmt: RawFormat, config: DataConfig, category: str, ba
     return df
 
 
+def _isin(col: pd.Series, values) -> np.ndarray:
+    """Vectorized membership on Arrow strings (pandas' isin would go through Python objects)."""
+    arr = pa.array(col.astype(str).array, type=pa.string())
+    vals = values if isinstance(values, pa.Array) else pa.array(pd.Series(values).astype(str).array, type=pa.string())
+    return pc.is_in(arr, value_set=vals).to_numpy(zero_copy_only=False)
+
+
 def build(path: Path, fmt_name: str, config: DataConfig, category: str,
           bad: BadLines) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(items, samples, dropped counts) for a raw Amazon directory; samples carry `_row` for errors."""
@@ -354,8 +361,8 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
     rev = read_jsonl(reviews_file, fmt.reviews, bad)
     if rev.empty:
         raise DataError(f"{reviews_file}: no reviews")
-    in_meta = rev["item_id"].isin(known).to_numpy()
-    has_title = rev["item_id"].isin(titled).to_numpy()
+    in_meta = _isin(rev["item_id"], known)
+    has_title = _isin(rev["item_id"], titled)
     dropped["reviews_no_meta"] = int((~in_meta).sum())
     dropped["reviews_no_title"] = int((in_meta & ~has_title).sum())
     rev = rev[has_title]
@@ -363,24 +370,23 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
         raise DataError(f"{reviews_file}: no reviews left after the title filter "
                         f"(no reviewed item has a meta record with a usable title in {meta_file.name})")
 
-    rev = sequences.order_interactions(rev)
-    rev, n_dup = sequences.dedupe(rev)
+    inter = sequences.order(sequences.Interactions.from_frame(rev))
+    del rev
+    inter, n_dup = sequences.dedupe(inter)
     dropped["reviews_duplicate"] = n_dup
 
-    ucodes, _ = pd.factorize(rev["user_id"])
-    icodes, _ = pd.factorize(rev["item_id"])
-    keep = sequences.k_core_mask(ucodes, icodes, config.k_core)
+    keep = sequences.k_core_mask(inter.users, inter.items, config.k_core)
     dropped["reviews_k_core"] = int((~keep).sum())
-    users_before, items_before = rev["user_id"].nunique(), rev["item_id"].nunique()
-    rev = rev[keep].reset_index(drop=True)
-    if rev.empty:
+    users_before, items_before = inter.n_users(), inter.n_items()
+    inter = inter.select(keep)
+    if not len(inter):
         raise DataError(f"{path}: no interactions left after {config.k_core}-core "
                         f"({users_before} users, {items_before} items before it)")
-    dropped["users_k_core"] = int(users_before - rev["user_id"].nunique())
-    dropped["items_k_core"] = int(items_before - rev["item_id"].nunique())
+    dropped["users_k_core"] = int(users_before - inter.n_users())
+    dropped["items_k_core"] = int(items_before - inter.n_items())
     dropped["items_no_reviews"] = int(len(titled) - items_before)
 
-    samples = sequences.windows(rev, config.max_history, config.split_ratio, source=reviews_file.name,
+    samples = sequences.windows(inter, config.max_history, config.split_ratio, source=reviews_file.name,
                                 per_second=fmt.per_second)
     if samples.empty:
         raise DataError(f"{path}: no samples after the sliding window (every user has a single interaction)")
@@ -390,6 +396,6 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
             raise DataError(f"{path}: split '{split}' is empty after the {'/'.join(map(str, config.split_ratio))} "
                             f"time split of {len(samples)} samples (too few interactions)")
 
-    items = meta[meta["item_id"].isin(rev["item_id"].unique())].sort_values("item_id").reset_index(drop=True)
+    items = meta[_isin(meta["item_id"], inter.item_id_list())].sort_values("item_id").reset_index(drop=True)
     items = items[["item_id", "title", "description", "brand", "categories", "category", "reference_sid"]]
     return items, samples, dropped

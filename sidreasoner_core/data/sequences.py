@@ -6,6 +6,7 @@ reviews stay fast; ids are turned back into strings only for the output rows.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,23 +18,58 @@ from .schema import SPLITS
 log = logging.getLogger(__name__)
 
 
-def order_interactions(df: pd.DataFrame) -> pd.DataFrame:
-    """Sort by (user id, time, file order): file order breaks same-second ties deterministically.
+@dataclass
+class Interactions:
+    """One row per review: user/item codes into `user_ids`/`item_ids`, time, record order in the file.
 
-    Sorts integer codes (user codes in string order) rather than the strings themselves.
+    User codes follow the ids' string order, so sorting by code is sorting by id.
     """
-    ucodes, _ = pd.factorize(df["user_id"], sort=True)
-    order = np.lexsort((df["_rec"].to_numpy(), df["ts"].to_numpy(), ucodes))
-    return df.take(order).reset_index(drop=True)
+
+    users: np.ndarray
+    items: np.ndarray
+    ts: np.ndarray
+    rec: np.ndarray
+    user_ids: pa.Array
+    item_ids: pa.Array
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> "Interactions":
+        """From columns user_id, item_id, ts, _rec."""
+        u, uids = pd.factorize(df["user_id"], sort=True)
+        i, iids = pd.factorize(df["item_id"])
+        return cls(u.astype(np.int64), i.astype(np.int64), df["ts"].to_numpy(np.int64), df["_rec"].to_numpy(np.int64),
+                   pa.array(uids.astype(str).array, type=pa.string()), pa.array(iids.astype(str).array, type=pa.string()))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def select(self, rows: np.ndarray) -> "Interactions":
+        """Rows by boolean mask or index array (ids tables are shared)."""
+        return Interactions(self.users[rows], self.items[rows], self.ts[rows], self.rec[rows],
+                            self.user_ids, self.item_ids)
+
+    def n_users(self) -> int:
+        return int(np.count_nonzero(np.bincount(self.users))) if len(self) else 0
+
+    def n_items(self) -> int:
+        return int(np.count_nonzero(np.bincount(self.items))) if len(self) else 0
+
+    def item_id_list(self) -> pa.Array:
+        """The ids of the items present."""
+        present = np.flatnonzero(np.bincount(self.items)) if len(self) else np.zeros(0, np.int64)
+        return self.item_ids.take(pa.array(present))
 
 
-def dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep each (user, item) pair's first interaction in time; `df` must be ordered."""
-    ucodes, _ = pd.factorize(df["user_id"])
-    icodes, uniq = pd.factorize(df["item_id"])
-    pair = ucodes.astype(np.int64) * max(len(uniq), 1) + icodes
+def order(x: Interactions) -> Interactions:
+    """Sort by (user id, time, file order): file order breaks same-second ties deterministically."""
+    return x.select(np.lexsort((x.rec, x.ts, x.users)))
+
+
+def dedupe(x: Interactions) -> tuple[Interactions, int]:
+    """Keep each (user, item) pair's first interaction in time; `x` must be ordered."""
+    pair = x.users * (int(x.items.max()) + 1 if len(x) else 1) + x.items
     dup = pd.Series(pair).duplicated(keep="first").to_numpy()
-    return df[~dup].reset_index(drop=True), int(dup.sum())
+    return x.select(~dup), int(dup.sum())
 
 
 def k_core_mask(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
@@ -68,7 +104,7 @@ def split_bounds(n: int, ratio: tuple[float, ...]) -> tuple[int, int]:
     return cut1, cut2
 
 
-def windows(df: pd.DataFrame, max_history: int, ratio: tuple[float, float, float],
+def windows(x: Interactions, max_history: int, ratio: tuple[float, float, float],
             source: str = "reviews", per_second: int = 1) -> pd.DataFrame:
     """Sliding-window samples from ordered interactions, split globally by target time.
 
@@ -76,34 +112,31 @@ def windows(df: pd.DataFrame, max_history: int, ratio: tuple[float, float, float
     user's previous <= max_history items, oldest first. Samples are sorted by
     (target time, user id, position) and cut 8:1:1 (by default), so every train
     target is no later than every valid target, and valid no later than test.
-    `df` has user_id, item_id, ts (in 1/per_second s; ordering uses it, the output is
-    seconds), _rec, ordered by `order_interactions`.
+    `x` is ordered by `order`; its ts are in 1/per_second s (ordering uses them,
+    the output is seconds).
     """
-    n = len(df)
-    ucodes, _ = pd.factorize(df["user_id"], sort=True)  # string order: ties do not depend on the file
-    starts = np.r_[0, np.flatnonzero(ucodes[1:] != ucodes[:-1]) + 1]
-    lengths = np.diff(np.r_[starts, n])
-    user_start = np.repeat(starts, lengths)
+    n = len(x)
+    starts = np.r_[0, np.flatnonzero(x.users[1:] != x.users[:-1]) + 1] if n else np.zeros(0, np.int64)
+    user_start = np.repeat(starts, np.diff(np.r_[starts, n]))
     pos = np.arange(n) - user_start
     idx = np.flatnonzero(pos >= 1)  # the targets
+    by_time = np.lexsort((pos[idx], x.users[idx], x.ts[idx]))
+    idx = idx[by_time]
     hist_from = np.maximum(user_start[idx], idx - max_history)
-    ts = df["ts"].to_numpy()[idx]
-    order = np.lexsort((pos[idx], ucodes[idx], ts))
-    idx, hist_from, ts = idx[order], hist_from[order], ts[order]
     cut1, cut2 = split_bounds(len(idx), ratio)
     split = np.empty(len(idx), dtype=object)
     split[:cut1], split[cut1:cut2], split[cut2:] = SPLITS
-    items = pa.array(df["item_id"].array, type=pa.string())
-    users_arr = pa.array(df["user_id"].array, type=pa.string()).take(pa.array(idx))
+    item_of_row = x.item_ids.take(pa.array(x.items))
+    users = x.user_ids.take(pa.array(x.users[idx]))
     return pd.DataFrame({
         "split": split,
-        "user_id": _arrow_series(users_arr),
-        "history": _arrow_series(_history_lists(items, hist_from, idx)),
-        "target": _arrow_series(items.take(pa.array(idx))),
-        "timestamp": (ts // per_second).astype("int64"),
+        "user_id": _arrow_series(users),
+        "history": _arrow_series(_history_lists(item_of_row, hist_from, idx)),
+        "target": _arrow_series(item_of_row.take(pa.array(idx))),
+        "timestamp": (x.ts[idx] // per_second).astype("int64"),
         # where a sample came from, for error messages ("Cat.json: user A1 sample 3")
         "_row": pd.Series(pc.binary_join_element_wise(
-            f"{source}: user ", users_arr, " sample ", pa.array(pos[idx]).cast(pa.string()), "")).astype(str),
+            f"{source}: user ", users, " sample ", pa.array(pos[idx]).cast(pa.string()), "")).astype(str),
     })
 
 
