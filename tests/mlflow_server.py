@@ -93,7 +93,7 @@ def start_mlflow_server(workdir: Path, s3_endpoint: str, bucket: str = ARTIFACT_
 
 def stop(proc: subprocess.Popen) -> None:
     """Stop the server we started and its workers: it leads its own process group (start_new_session)."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

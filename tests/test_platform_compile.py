@@ -258,3 +258,10 @@ def test_real_pipeline_teacher_steps_retry(real):
         if placement.TEACHER_SECRET in secrets:
             retry = task.get("retryPolicy", {})
             assert retry.get("maxRetryCount", 0) >= 1 and retry.get("backoffDuration"), f"{name} does not retry"
+
+
+def test_ci_runs_the_tests_and_the_compile_check():
+    ci = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    runs = "\n".join(step.get("run", "") for job in ci["jobs"].values() for step in job["steps"])
+    assert "make test" in runs
+    assert "sidreasoner compile --check" in runs

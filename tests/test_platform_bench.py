@@ -1,0 +1,34 @@
+"""bench/pipeline.py measures the whole process tree: memory held by a grandchild counts."""
+import importlib.util
+import sys
+
+from conftest import REPO
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "bench" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_memory_includes_grandchildren(tmp_path):
+    bench = load_bench()
+    # parent -> child -> grandchild; only the grandchild allocates (~300 MB, touched so it is resident).
+    grandchild = "b = bytearray(300 * 1024 * 1024); import time; time.sleep(1.5)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
+    cmd = [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"]
+    measured = bench.run_measured(cmd, tmp_path / "log.txt", interval=0.1, env={})
+    assert measured["exit_code"] == 0
+    assert measured["peak_tree_rss"] >= 300 * 1024 * 1024
+    assert measured["max_processes"] >= 3
+
+
+def test_outcome_reads_the_run_summary(tmp_path):
+    bench = load_bench()
+    assert bench.outcome(tmp_path)["summary"] is None
+    run = tmp_path / "20260101-000000"
+    run.mkdir()
+    (run / "summary.json").write_text('{"tracking_uri": "", "reports": ["r.html"], "artifacts": {"a/b": {}}}')
+    result = bench.outcome(tmp_path)
+    assert result["reports"] == ["r.html"] and result["artifacts"] == 1 and result["registered_models"] == []
