@@ -59,7 +59,12 @@ def discover_pipelines() -> dict:
         if info.name in _NOT_PIPELINE_MODULES:
             continue
         module = importlib.import_module(f"pipelines.{info.name}")
-        for obj in vars(module).values():
+        # A module may list its top-level pipelines in PIPELINES (so sub-pipelines used as
+        # components are not compiled on their own); otherwise every pipeline in it counts.
+        listed = getattr(module, "PIPELINES", None)
+        if isinstance(listed, dict):
+            listed = list(listed.values())
+        for obj in (listed if listed is not None else vars(module).values()):
             if isinstance(obj, GraphComponent):
                 found.setdefault(obj.pipeline_spec.pipeline_info.name, obj)
     return dict(sorted(found.items()))
