@@ -1,14 +1,12 @@
 """Artifacts: digests verified, tampering refused by name, atomic writes (also under SIGKILL), S3 via moto."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 

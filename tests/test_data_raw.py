@@ -10,7 +10,6 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from sidreasoner_core.artifacts import open_artifact
 from sidreasoner_core.data import amazon_raw
 from sidreasoner_core.data.config import DataConfig
 from sidreasoner_core.data.errors import DataError
