@@ -181,3 +181,11 @@ def test_data_component_on_raw_input(tmp_path):
     assert set(read_items(art.path)["category"]) == {"Tools_Cat"}
     assert metrics.metadata["items"] == art.manifest["stats"]["items"]
     assert metrics.metadata["dropped_reviews_k_core"] == art.manifest["stats"]["dropped"]["reviews_k_core"]
+
+
+def test_named_format_that_does_not_fit_the_directory(tmp_path):
+    root, _ = make_raw(tmp_path / "Tools", "amazon2018")
+    with pytest.raises(DataError, match=r"not a processed-CSV directory, missing \['item.json'"):
+        build(DataConfig(format="csv"), root)
+    with pytest.raises(DataError, match="expected one reviews file and one meta"):
+        build(DataConfig(format="amazon2023"), SAMPLE)

@@ -318,3 +318,22 @@ def test_meta_cleaning_is_counted(tmp_path):
     write_lines(meta, [])
     with pytest.raises(DataError, match="meta_Cat.json: no meta records"):
         build(DataConfig(), root)
+
+
+def test_odd_optional_fields_fall_back_to_the_line_reader(tmp_path):
+    """Types the vectorized pass does not expect (a string `details`, an object description, a numeric
+    title) are read by the line-by-line pass, giving the same kind of rows instead of an error."""
+    root, _ = make_raw(tmp_path / "Cat", "amazon2023", seed=6)
+    meta = root / "meta_Cat.jsonl"
+    recs = [json.loads(x) for x in meta.read_text().splitlines()]
+    recs[0]["details"] = json.dumps({"Brand": "StrBrand"})
+    recs[1]["description"] = {"a": "Object", "b": "description"}
+    recs[2]["title"] = 12345
+    write_lines(meta, [json.dumps(r) for r in recs])
+    items, _, stats, bad = build(DataConfig(k_core=2), root)
+    assert not bad.counts
+    row = items.set_index("item_id")
+    ids = [r["parent_asin"] for r in recs[:3]]
+    assert row.loc[ids[0], "brand"] == "StrBrand"
+    assert row.loc[ids[1], "description"].startswith("Object description")
+    assert row.loc[ids[2], "title"] == "12345"

@@ -87,17 +87,23 @@ class Field:
                 return int(value.strip())
             raise ValueError(f"expected an integer timestamp, got {value!r:.40}")
         if k == "brand":
+            if isinstance(value, str):  # some 2023 copies hold `details` as a JSON string
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    return None
             return _join(value.get("Brand"), " ") if isinstance(value, dict) else None
         return _join(value, self.sep)
 
 
 def _join(value, sep: str) -> str | None:
+    """Optional text: never an error; lists are joined, an object's values too (odd rows in real dumps)."""
     if value is None:
         return None
+    if isinstance(value, dict):
+        value = list(value.values())
     if isinstance(value, list):
         return sep.join(s for s in (_join(v, " ") for v in value) if s)
-    if isinstance(value, dict):
-        raise ValueError("expected text, got an object")
     return str(value).strip()
 
 

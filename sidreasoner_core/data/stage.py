@@ -63,6 +63,9 @@ def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.
     bad = BadLines(skip=config.skip_bad_lines)
     dropped: dict[str, int] = {}
     if fmt == "csv":
+        missing = [f for f in ("item.json", *(f"{s}.csv" for s in SPLITS)) if not (path / f).is_file()]
+        if missing:
+            raise DataError(f"{path}: not a processed-CSV directory, missing {missing}")
         items = processed_csv.read_items(path, category)
         samples = processed_csv.read_samples(path, config.max_history, bad)
     else:
