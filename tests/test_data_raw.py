@@ -337,3 +337,12 @@ def test_odd_optional_fields_fall_back_to_the_line_reader(tmp_path):
     assert row.loc[ids[0], "brand"] == "StrBrand"
     assert row.loc[ids[1], "description"].startswith("Object description")
     assert row.loc[ids[2], "title"] == "12345"
+
+
+def test_config_errors_name_the_field():
+    from sidreasoner_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="field 'split_ratio'"):
+        DataConfig.build({"split_ratio": [0.8, -0.1, 0.3]}, source="cfg.yaml")
+    with pytest.raises(ConfigError, match="field 'k_core'"):
+        DataConfig.build({"k_core": 0}, source="cfg.yaml")

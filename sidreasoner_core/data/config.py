@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import StageConfig
 
@@ -18,3 +18,10 @@ class DataConfig(StageConfig):
     split_ratio: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/valid/test by target time")
     min_title_chars: int = Field(2, ge=1, description="items with a shorter (stripped) title are dropped")
     skip_bad_lines: bool = Field(False, description="skip malformed lines into quarantine.jsonl instead of failing")
+
+    @field_validator("split_ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or sum(v) <= 0 or v[0] <= 0:
+            raise ValueError("split_ratio needs non-negative parts with a positive train share, e.g. [0.8, 0.1, 0.1]")
+        return v
