@@ -1,0 +1,40 @@
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import CPU_IMAGE, TRAINER_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def baselines_op(dataset: Input[Dataset], config_json: str, baselines: Output[Model], metrics: Output[Metrics],
+                 tracking_uri: str = "", parent_run_id: str = ""):
+    """Baselines (SPEC §6): most-popular and SASRec trained on train, early-stopped on valid,
+    scored on valid/test with the evaluation's metric code; test metrics to KFP Metrics."""
+    from sidreasoner_core.evaluation.stage import step_baselines
+
+    values = step_baselines(config_json, dataset.path, baselines.path, tracking_uri, parent_run_id)
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def evaluate_op(dataset: Input[Dataset], config_json: str, evaluation: Output[Dataset], metrics: Output[Metrics],
+                report: Output[Markdown], report_html: Output[HTML], sids: Input[Dataset] = None,
+                model: Input[Model] = None, baselines: Input[Model] = None, model_ref: str = "",
+                tracking_uri: str = "", parent_run_id: str = ""):
+    """Evaluation (SPEC §6): constrained full-catalogue beam search (direct and thinking mode),
+    Recall/NDCG@K, best-of-N, baselines on the same samples, Markdown/HTML report.
+    The model is the `model` artifact, or `model_ref` (any model reference) when given;
+    without `sids` the dataset's reference SIDs are used."""
+    import shutil
+
+    from sidreasoner_core.evaluation.stage import REPORT_HTML, REPORT_MD, step
+
+    model_uri = model_ref or (model.path if model is not None else "")
+    if not model_uri:
+        raise ValueError("evaluate_op needs a `model` artifact or a `model_ref`")
+    values = step(config_json, dataset.path, sids.path if sids is not None else "", model_uri,
+                  baselines.path if baselines is not None else "", evaluation.path, tracking_uri, parent_run_id)
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+    shutil.copyfile(f"{evaluation.path}/{REPORT_MD}", report.path)
+    shutil.copyfile(f"{evaluation.path}/{REPORT_HTML}", report_html.path)

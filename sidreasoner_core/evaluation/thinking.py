@@ -1,0 +1,72 @@
+"""Thinking mode: reasoning generated up to `</think>` (closed by force at a length limit), after
+which the constrained SID search continues from `</think>\\n\\n` (SPEC §4, §6)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..prompts import THINK_CLOSE, THINK_OPEN
+from .constrained import encode_left_padded
+
+
+@dataclass
+class Reasoning:
+    text: str        # the reasoning between <think> and </think>
+    tokens: int      # reasoning tokens generated
+    forced: bool     # True when </think> was not produced (length limit or end of turn) and was added
+    context: str     # prompt + <think>..</think>\n\n: where the SID search continues
+
+
+def _single_token_id(tokenizer, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def reasoning_context(prompt: str, reasoning: str) -> str:
+    """The text the SID follows, in the training format of `prompts.thinking_response`."""
+    return f"{prompt}{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n"
+
+
+@torch.no_grad()
+def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8,
+                       num_return_sequences: int = 1, do_sample: bool = False, temperature: float = 1.0,
+                       top_p: float = 1.0, desc: str = "reasoning", progress: bool = True) -> list[list[Reasoning]]:
+    """Reasoning traces for each templated prompt (greedy, or sampled for best-of-N).
+
+    The response is opened with `<think>\\n` so even an un-aligned model reasons; generation stops
+    at `</think>` (a token or, for tokenizers without it, a stop string) or the end-of-turn token.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    close_id = _single_token_id(tokenizer, THINK_CLOSE)
+    stops = [i for i in {tokenizer.eos_token_id, close_id} if i is not None]
+    ends = set(stops) | {tokenizer.pad_token_id}
+    kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=stops, do_sample=do_sample)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if close_id is None:
+        kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
+    heads = [f"{p}{THINK_OPEN}\n" for p in prompts]
+    out: list[list[Reasoning]] = []
+    for start in tqdm(range(0, len(heads), batch_size), desc=desc, disable=not progress, leave=False):
+        chunk = heads[start:start + batch_size]
+        input_ids, mask = encode_left_padded(tokenizer, chunk, device)
+        seqs = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)[:, input_ids.size(1):]
+        for i, prompt in enumerate(prompts[start:start + batch_size]):
+            traces = []
+            for row in seqs[i * num_return_sequences:(i + 1) * num_return_sequences].tolist():
+                cut = next((j for j, t in enumerate(row) if t in ends), len(row))
+                closed = cut < len(row) and row[cut] == close_id
+                text = tokenizer.decode(row[:cut], skip_special_tokens=False)
+                if THINK_CLOSE in text:            # stop-string case: the close is inside the text
+                    text, closed = text.split(THINK_CLOSE, 1)[0], True
+                traces.append(Reasoning(text=text.strip(), tokens=cut, forced=not closed,
+                                        context=reasoning_context(prompt, text)))
+            out.append(traces)
+    return out
