@@ -47,7 +47,10 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
     from trl import GRPOConfig
 
     gpu = has_gpu()
-    bf16 = cfg.cluster.bf16 if cfg.cluster.bf16 is not None else (gpu and _bf16_ok())
+    precision = cfg.cluster.precision
+    if precision == "auto":
+        precision = "bf16" if gpu and _bf16_ok() else "fp32"
+    bf16, fp16 = precision == "bf16", precision == "fp16"
     extra = {}
     if cfg.use_vllm:
         if not gpu:
@@ -81,10 +84,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
         use_cpu=not gpu,
-        bf16=bool(bf16),
+        bf16=bf16,
+        fp16=fp16,
         gradient_checkpointing=cfg.cluster.gradient_checkpointing,
         report_to="none",
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},  # fp16 trains fp32 masters
         **extra,
     )
 

@@ -73,7 +73,7 @@ def curves_markdown(rows: list[dict], keys: tuple[str, ...], title: str) -> str:
 GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
                    "eval/reasoning_tokens")
-COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm")
+COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss")
 
 
 def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_src, sid_tokens: dict,

@@ -1,0 +1,100 @@
+"""GRPO on the tiny model: learning on a planted task, resume after a kill, the vLLM regex."""
+from __future__ import annotations
+
+import pytest
+
+from reasoning_helpers import (expected_sid_reward, one_torch_thread, planted_catalogue, planted_rows, teach_format,
+                               tiny_sid_model)
+from sidreasoner_core.reasoning import grpo
+from sidreasoner_core.reasoning.callbacks import CurveLog, curve_callback
+from sidreasoner_core.reasoning.config import GRPOStageConfig
+from sidreasoner_core.sid import Catalogue
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A tiny model that answers `<think>\\nok\\n</think>\\n\\n<random catalogue SID>`; the target is fixed."""
+    root = tmp_path_factory.mktemp("planted")
+    sid_by_item = planted_catalogue()
+    rows = planted_rows(sid_by_item, n=16)
+    model_dir = tiny_sid_model(root / "base")
+    teach_format(model_dir, sid_by_item, rows)
+    return {"model": model_dir, "sids": sid_by_item, "rows": rows, "catalogue": Catalogue(sid_by_item)}
+
+
+def small_config(**kw) -> GRPOStageConfig:
+    base = dict(num_generations=8, prompts_per_step=4, per_device_train_batch_size=32, max_completion_length=12,
+                learning_rate=1e-3, beta=0.0, max_steps=10, save_steps=100, eval_samples=0, logging_steps=1)
+    return GRPOStageConfig(**{**base, **kw})
+
+
+def test_grpo_raises_expected_reward_on_planted_task(planted, tmp_path):
+    before = expected_sid_reward(planted["model"], planted["rows"][:8])
+    curves = CurveLog(tmp_path / "curves.jsonl")
+    info = grpo.train(small_config(), planted["model"], planted["rows"], planted["catalogue"],
+                      tmp_path / "ckpt", tmp_path / "final", callbacks=[curve_callback(curves)])
+    after = expected_sid_reward(tmp_path / "final", planted["rows"][:8])
+    assert info["train_steps"] == 10
+    assert after > before + 0.05, (before, after)
+    rows = curves.rows()
+    logged = {k for r in rows for k in r}
+    for key in ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
+                "reasoning/words", "completions/mean_length"):
+        assert key in logged, key
+
+
+class Crash(Exception):
+    pass
+
+
+def test_killed_grpo_run_resumes_from_checkpoint(planted, tmp_path):
+    from transformers import TrainerCallback
+
+    class CrashAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise Crash("killed")
+
+    cfg = small_config(max_steps=4, save_steps=2, num_generations=2, prompts_per_step=2, learning_rate=1e-4)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Crash):
+        grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final",
+                   callbacks=[CrashAt()])
+    assert grpo.last_checkpoint(ckpt).endswith("checkpoint-2")
+    assert not (tmp_path / "final").exists()
+    info = grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final")
+    assert info["resumed_from_step"] == 2 and info["train_steps"] == 4
+    assert (tmp_path / "final" / "config.json").is_file()
+
+
+def test_batch_plan_uses_paper_units():
+    assert grpo.batch_plan(GRPOStageConfig()) == {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 256}
+    assert grpo.batch_plan(GRPOStageConfig(), world_size=8) == {"per_device_train_batch_size": 16,
+                                                                 "gradient_accumulation_steps": 32}
+    with pytest.raises(ValueError, match="not divisible"):
+        grpo.batch_plan(GRPOStageConfig(prompts_per_step=3, num_generations=3, per_device_train_batch_size=2))
+
+
+def test_paper_defaults_and_vllm_regex():
+    import re
+
+    cfg = GRPOStageConfig()
+    assert (cfg.num_generations, cfg.temperature, cfg.beta, cfg.epsilon, cfg.learning_rate,
+            cfg.max_completion_length, cfg.reward.format_weight) == (16, 1.0, 1e-3, 0.2, 1e-6, 1024, 0.1)
+    cat = Catalogue({"x": "<a_1><b_2><c_3>", "y": "<a_1><b_2><c_4>"})
+    rx = re.compile(grpo.vllm_sid_regex(cat))
+    assert rx.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_4>")
+    assert not rx.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_5>")
+    with pytest.raises(ValueError, match="vllm_server_base_url"):
+        GRPOStageConfig(use_vllm=True, vllm_mode="server")
+
+
+def test_vllm_needs_gpu(planted, tmp_path):
+    with pytest.raises(RuntimeError, match="needs a GPU"):
+        grpo.grpo_args(small_config(use_vllm=True), tmp_path, planted["catalogue"], [1.0, 0.1])

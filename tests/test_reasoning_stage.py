@@ -1,0 +1,113 @@
+"""Reasoning stages end to end on the shipped sample: cold-start and GRPO steps, KFP components, CLI."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from reasoning_helpers import one_torch_thread, tiny_sid_model, unique_reference_sids, write_sids_artifact
+from sidreasoner_core.data.schema import read_items, read_samples
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def inputs(sample_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("reasoning_inputs")
+    sid_by_item = unique_reference_sids(read_items(sample_dataset.path))
+    sids = write_sids_artifact(root / "sids", sid_by_item)
+    model_dir = tiny_sid_model(root / "model", levels=3, codes=256)
+    train = read_samples(sample_dataset.path, "train").head(6)
+    corpus_rows = pd.DataFrame({
+        "sample_id": [f"train:{u}:{k}" for k, u in enumerate(train["user_id"])],
+        "split": "train", "user_id": train["user_id"], "position": 0, "history": train["history"],
+        "history_sids": [[sid_by_item[i] for i in h] for h in train["history"]], "target": train["target"],
+        "target_sid": [sid_by_item[t] for t in train["target"]],
+        "reasoning": ["I bought " + sid_by_item[h[-1]] + " so I may enjoy tools." for h in train["history"]],
+        "narrative": "n", "status": ["ok"] * 5 + ["failed"], "attempts": 1, "error": None,
+    })
+    from sidreasoner_core.artifacts import open_artifact, write_artifact
+
+    with write_artifact(root / "corpus", kind="corpus") as d:
+        corpus_rows.to_parquet(d / "user_reasoning.parquet")
+    return {"dataset": sample_dataset, "sids": sids, "model": model_dir, "corpus": open_artifact(root / "corpus"),
+            "sid_by_item": sid_by_item}
+
+
+def test_coldstart_rows_format(inputs):
+    from sidreasoner_core.reasoning import coldstart
+    from sidreasoner_core.reasoning.config import ColdStartConfig
+
+    recs = coldstart.records(coldstart.read_reasoning(inputs["corpus"].path), inputs["sid_by_item"], ColdStartConfig())
+    assert len(recs) == 5  # the failed trace is left out
+    corpus = coldstart.read_reasoning(inputs["corpus"].path)
+    first = corpus.iloc[0]
+    assert recs[0]["completion"][0]["content"] == f"<think>\n{first['reasoning']}\n</think>\n\n{first['target_sid']}"
+    assert "Let's think step by step" in recs[0]["prompt"][0]["content"]
+
+
+def test_coldstart_component(inputs, tmp_path):
+    from kfp.dsl import Dataset, Markdown, Metrics, Model
+
+    from components.reasoning import coldstart_op
+    from sidreasoner_core.artifacts import open_artifact
+
+    cfg = {"coldstart": {"train": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                                   "learning_rate": 1e-3, "max_length": 256, "logging_steps": 1}}}
+    out = tmp_path / "coldstart"
+    metrics, curves = Metrics(name="m", uri=str(tmp_path / "m.json")), Markdown(name="c", uri=str(tmp_path / "c.md"))
+    coldstart_op.python_func(
+        aligned_model=Model(name="a", uri=str(inputs["model"])), dataset=Dataset(name="d", uri=inputs["dataset"].uri),
+        sids=Dataset(name="s", uri=inputs["sids"].uri), corpus=Dataset(name="c", uri=inputs["corpus"].uri),
+        config_json=json.dumps(cfg), model=Model(name="o", uri=str(out)), metrics=metrics, curves=curves)
+    art = open_artifact(out, kind="model")
+    assert art.manifest["metrics"]["global_step"] == 2 and art.manifest["metrics"]["samples"] == 5
+    assert (art.path / "model" / "config.json").is_file()
+    assert json.loads((art.path / "sid_tokens.json").read_text())["levels"] == 3
+    assert "loss" in (art.path / "curves.md").read_text() and (tmp_path / "c.md").is_file()
+    assert metrics.metadata["global_step"] == 2
+
+
+def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
+    from kfp.dsl import Dataset, Markdown, Metrics, Model
+
+    from components.reasoning import grpo_op
+    from sidreasoner_core.artifacts import open_artifact
+    from sidreasoner_core.reasoning.stage import CURVES_MD
+
+    cfg = {"grpo": {"num_generations": 2, "prompts_per_step": 2, "per_device_train_batch_size": 4,
+                    "max_completion_length": 8, "max_samples": 8, "eval_samples": 2, "eval_steps": 1,
+                    "eval_max_reasoning_tokens": 4, "save_steps": 10}}
+    out = tmp_path / "grpo"
+    metrics = Metrics(name="m", uri=str(tmp_path / "m.json"))
+    grpo_op.python_func(model_in=Model(name="a", uri=str(inputs["model"])),
+                        dataset=Dataset(name="d", uri=inputs["dataset"].uri), sids=Dataset(name="s", uri=inputs["sids"].uri),
+                        config_json=json.dumps(cfg), model=Model(name="o", uri=str(out)), metrics=metrics,
+                        curves=Markdown(name="c", uri=str(tmp_path / "c.md")), max_steps=2)
+    art = open_artifact(out, kind="model")
+    rows = [json.loads(line) for line in (art.path / "curves.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in rows}
+    assert set(by_step) == {0, 1, 2}
+    assert "eval/recall@10" in by_step[0] and "eval/recall@10" in by_step[2]
+    assert "reward" in by_step[1] and "sid/valid_share" in by_step[1]
+    m = art.manifest["metrics"]
+    assert m["train_steps"] == 2 and "reward_first" in m and "eval_recall_at_10_last" in m
+    assert "eval/recall@10" in (art.path / CURVES_MD).read_text()
+    assert metrics.metadata["train_steps"] == 2
+    assert not (tmp_path / ".grpo.work").exists()  # checkpoints removed once published
+
+
+def test_cli_bad_sids_is_clear(inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from sidreasoner_core.cli import app
+
+    res = CliRunner().invoke(app, ["grpo", "--model", str(inputs["model"]), "--dataset", inputs["dataset"].uri,
+                                   "--sids", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "nope" in res.output and "does not exist" in res.output
