@@ -98,3 +98,40 @@ def test_paper_defaults_and_vllm_regex():
 def test_vllm_needs_gpu(planted, tmp_path):
     with pytest.raises(RuntimeError, match="needs a GPU"):
         grpo.grpo_args(small_config(use_vllm=True), tmp_path, planted["catalogue"], [1.0, 0.1])
+
+
+def test_constrained_rollouts_only_write_catalogue_sids(planted, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+
+    from sidreasoner_core.reasoning.constrained import thinking_sid_logits_processor
+    from sidreasoner_core.reasoning.rewards import parse_prediction
+
+    tok = AutoTokenizer.from_pretrained(planted["model"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(planted["model"])
+    # a catalogue of 6 SIDs: random rollouts of the format-taught model mostly miss it
+    small = Catalogue(dict(list(planted["sids"].items())[:6]))
+    proc = thinking_sid_logits_processor(tok, small)
+    prompt = tok.apply_chat_template(planted["rows"][0]["prompt"], tokenize=False, add_generation_prompt=True)
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+
+    def sample(processors):
+        torch.manual_seed(0)
+        out = model.generate(**enc, do_sample=True, max_new_tokens=14, num_return_sequences=16,
+                             pad_token_id=tok.pad_token_id, logits_processor=processors)
+        preds = [parse_prediction(t) for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:])]
+        return [p for p in preds if p.has_think_close]
+
+    free = sample(LogitsProcessorList())
+    constrained = sample(LogitsProcessorList([proc]))
+    assert constrained and all(p.parsed and p.sid in small for p in constrained)
+    assert any(not (p.parsed and p.sid in small) for p in free)
+
+
+def test_grpo_with_constrained_rollouts_runs(planted, tmp_path):
+    cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2, constrained_sid=True)
+    trainer = grpo.make_trainer(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt")
+    assert type(trainer).__name__ == "ConstrainedGRPOTrainer"
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert "generate" not in vars(trainer.model)  # the patched generate is removed after the rollout

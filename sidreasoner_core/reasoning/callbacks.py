@@ -3,8 +3,9 @@
 `CurveLog` appends every trainer log (reward and each reward part, KL, entropy, completion and
 reasoning length, valid-SID share, ...) to a JSON-lines file that survives a kill, and forwards it
 to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in the
-evaluation's thinking mode: greedy reasoning until `</think>` (closed by force when the budget
-runs out), then beam search over catalogue SIDs (the evaluation stage's constrained decoder).
+evaluation stage's own thinking mode (`evaluation.thinking` + `evaluation.constrained`): greedy
+reasoning until `</think>` (closed by force when the budget runs out), then beam search over
+catalogue SIDs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .rewards import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
@@ -71,52 +71,27 @@ def curve_callback(curves: CurveLog):
     return CurveCallback()
 
 
-def greedy_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int = 8) -> tuple[list[str], list[int]]:
-    """Greedy completions cut at `</think>`; returns (reasoning text incl. `<think>`, tokens used)."""
-    import torch
-
-    from ..evaluation.constrained import encode_left_padded
-
-    device = next(model.parameters()).device
-    texts, lengths = [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
-        ids, mask = encode_left_padded(tokenizer, chunk, device)
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer,
-                                 stop_strings=[THINK_CLOSE])
-        for row in out[:, ids.size(1):]:
-            tokens = [t for t in row.tolist() if t != tokenizer.pad_token_id]
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            head = text.split(THINK_CLOSE, 1)[0]
-            texts.append(head)
-            lengths.append(len(tokens))
-    return texts, lengths
-
-
 def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], trie,
                     max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8) -> dict[str, float]:
-    """Recall/NDCG@{1,5,10} of reason-then-rank decoding, plus mean reasoning tokens."""
+    """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (greedy reasoning, then constrained
+    beam search over catalogue SIDs), plus mean reasoning tokens and the share closed by force."""
     from ..evaluation.constrained import rank_sids
     from ..evaluation.metrics import rank_metrics
+    from ..evaluation.thinking import generate_reasoning
 
     was_training = model.training
     model.eval()
     try:
-        reasoning, lengths = greedy_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size)
-        closed = []
-        for p, r in zip(prompts, reasoning):
-            r = r if r.lstrip().startswith(THINK_OPEN) else f"{THINK_OPEN}\n{r}"
-            closed.append(f"{p}{r.rstrip()}\n{THINK_CLOSE}\n\n")
-        ranked = rank_sids(model, tokenizer, closed, trie, num_beams=num_beams, batch_size=batch_size,
-                           progress=False)
+        traces = [t[0] for t in generate_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size,
+                                                   progress=False)]
+        ranked = rank_sids(model, tokenizer, [t.context for t in traces], trie, num_beams=num_beams,
+                           batch_size=batch_size, progress=False)
     finally:
         model.train(was_training)
     metrics = rank_metrics([[s for s, _ in r] for r in ranked], list(targets), ks=(1, 5, 10))
     out = {k: v for k, v in metrics.items() if k.startswith(("recall@", "ndcg@"))}
-    out["reasoning_tokens"] = sum(lengths) / max(len(lengths), 1)
+    out["reasoning_tokens"] = sum(t.tokens for t in traces) / max(len(traces), 1)
+    out["reasoning_forced_close"] = sum(t.forced for t in traces) / max(len(traces), 1)
     return out
 
 

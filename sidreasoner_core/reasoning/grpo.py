@@ -100,18 +100,10 @@ def _bf16_ok() -> bool:
 
 
 def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue):
-    """The evaluation stage's catalogue-constrained logits processor for the transformers path."""
-    try:
-        from ..evaluation import constrained
-    except ImportError:
-        constrained = None
-    factory = getattr(constrained, "thinking_sid_logits_processor", None) if constrained else None
-    if factory is None:
-        raise NotImplementedError(
-            "grpo.constrained_sid with transformers rollouts needs "
-            "sidreasoner_core.evaluation.constrained.thinking_sid_logits_processor (not available); "
-            "use constrained_sid: false, or use_vllm: true (structured-output regex)")
-    return factory(tokenizer, catalogue)
+    """The transformers-path rollout constraint (evaluation's trie processor, started after `</think>`)."""
+    from .constrained import thinking_sid_logits_processor
+
+    return thinking_sid_logits_processor(tokenizer, catalogue)
 
 
 def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
