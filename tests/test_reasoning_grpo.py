@@ -135,3 +135,21 @@ def test_grpo_with_constrained_rollouts_runs(planted, tmp_path):
     trainer.train()
     assert trainer.state.global_step == 1
     assert "generate" not in vars(trainer.model)  # the patched generate is removed after the rollout
+
+
+def test_multi_gpu_launch_command_and_worker(planted, tmp_path):
+    import json
+
+    cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2)
+    zero3 = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"num_gpus": 8, "deepspeed": "zero3"})})
+    assert grpo.needs_launch(zero3) and not grpo.needs_launch(cfg)
+    cmd = grpo.launch_command(tmp_path / "job.json", zero3)
+    assert cmd[cmd.index("--config_file") + 1].endswith("zero3.yaml")
+    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[-2:] == ["sidreasoner_core.reasoning.grpo",
+                                                                          str(tmp_path / "job.json")]
+    # what each launched process runs, here as a single CPU process
+    job = grpo.write_job(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt",
+                         tmp_path / "final", tmp_path / "curves.jsonl", [])
+    grpo.worker_main(str(job))
+    assert json.loads((tmp_path / "ckpt" / "grpo_result.json").read_text())["train_steps"] == 1
+    assert (tmp_path / "final" / "config.json").is_file() and (tmp_path / "curves.jsonl").is_file()

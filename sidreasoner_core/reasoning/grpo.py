@@ -7,8 +7,12 @@ config (see `stage.py`); nothing here imports vLLM or DeepSpeed unless the confi
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -163,12 +167,85 @@ def last_checkpoint(output_dir: Path) -> str | None:
 def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
           output_dir: Path, final_dir: Path, callbacks: list | None = None) -> dict:
     """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`."""
-    trainer = make_trainer(cfg, model_dir, train_rows, catalogue, output_dir, callbacks)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    trainer = make_trainer(cfg, model_dir, train_rows, catalogue, output_dir, callbacks, world_size)
     resume = last_checkpoint(output_dir) if cfg.resume else None
     if resume:
         log.info("grpo: resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(final_dir))
-    trainer.processing_class.save_pretrained(str(final_dir))
+    trainer.save_model(str(final_dir))  # gathers ZeRO-3 shards; writes on the main process
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(final_dir))
     return {"train_steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime", 0.0),
             "resumed_from_step": int(resume.rsplit("-", 1)[-1]) if resume else 0}
+
+
+# ---------------------------------------------------------------- multi-GPU launch
+
+WORKER_ENV = "SIDREASONER_GRPO_WORKER"  # set inside `accelerate launch` workers: never re-launch
+JOB_FILE = "grpo_job.json"
+
+
+def needs_launch(cfg: GRPOStageConfig) -> bool:
+    return (cfg.cluster.num_gpus > 1 or cfg.cluster.deepspeed != "none") and not os.environ.get(WORKER_ENV)
+
+
+def launch_command(job: Path, cfg: GRPOStageConfig) -> list[str]:
+    """`accelerate launch` of this module with the alignment's accelerate config for the ZeRO stage."""
+    from ..align.launch import accelerate_config
+
+    precision = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}.get(cfg.cluster.precision, "bf16")
+    return [sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(accelerate_config(cfg.cluster.deepspeed)),
+            "--num_processes", str(cfg.cluster.num_gpus), "--mixed_precision", precision,
+            "-m", "sidreasoner_core.reasoning.grpo", str(job)]
+
+
+def write_job(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
+              output_dir: Path, final_dir: Path, curves_path: Path | None, eval_rows: list[dict]) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job = {"config": cfg.model_dump(mode="json"), "model_dir": str(model_dir), "train_rows": train_rows,
+           "sid_by_item": catalogue.sid_by_item, "output_dir": str(output_dir), "final_dir": str(final_dir),
+           "curves_path": str(curves_path) if curves_path else None, "eval_rows": eval_rows}
+    path = output_dir / JOB_FILE
+    path.write_text(json.dumps(job))
+    return path
+
+
+def launch(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
+           output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = ()) -> dict:
+    """Run GRPO in `num_gpus` processes (DDP or DeepSpeed ZeRO); returns what `train` returns."""
+    job = write_job(cfg, model_dir, train_rows, catalogue, output_dir, final_dir, curves_path, list(eval_rows))
+    cmd = launch_command(job, cfg)
+    log.info("launching: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env={**os.environ, WORKER_ENV: "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"multi-process GRPO failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return json.loads((output_dir / "grpo_result.json").read_text())
+
+
+def worker_main(job_path: str) -> None:
+    """Runs in every launched process: the same `train`, with the callbacks rebuilt from the job."""
+    from .callbacks import CurveLog, curve_callback, recall_callback
+
+    job = json.loads(Path(job_path).read_text())
+    cfg = GRPOStageConfig.model_validate(job["config"])
+    catalogue = sidlib.Catalogue(job["sid_by_item"])
+    callbacks = []
+    if job["curves_path"]:
+        curves = CurveLog(job["curves_path"])
+        callbacks.append(curve_callback(curves))
+        if job["eval_rows"] and cfg.cluster.deepspeed != "zero3":
+            # rank-0 generation needs whole weights: with ZeRO-3 shards the evaluation stage measures instead
+            callbacks.append(recall_callback(curves, job["eval_rows"], list(catalogue.item_by_sid), cfg.eval_steps,
+                                             cfg.eval_max_reasoning_tokens or cfg.max_completion_length,
+                                             cfg.eval_beams))
+    info = train(cfg, Path(job["model_dir"]), job["train_rows"], catalogue, Path(job["output_dir"]),
+                 Path(job["final_dir"]), callbacks)
+    if int(os.environ.get("RANK", "0")) == 0:
+        (Path(job["output_dir"]) / "grpo_result.json").write_text(json.dumps(info))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    worker_main(sys.argv[1])

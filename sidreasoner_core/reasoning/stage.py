@@ -167,7 +167,14 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
                                          config.eval_beams))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
-    info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final", callbacks)
+    if grpo.needs_launch(config):  # several GPUs / ZeRO: the same training in `accelerate launch` workers
+        info = grpo.launch(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
+                           curves.path, eval_rows)
+        if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
+            for row in curves.rows():
+                tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+    else:
+        info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final", callbacks)
     rows = curves.rows()
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
