@@ -188,12 +188,16 @@ class TeacherClient:
     async def _attempt(self, key: str, messages: list[dict]) -> tuple[str, str | None, float | None]:
         """One HTTP attempt: ("ok", content, None) | ("retry", reason, retry_after) | ("fail", reason, None)."""
         import openai
+        from openai.types.chat import ChatCompletion
 
         async with self._sem:
             self.usage.requests += 1
             try:
-                resp = await self._sdk.chat.completions.create(model=self.config.model, messages=messages,
-                                                               **self.params)
+                # The SDK's low-level post (same transport, errors, timeouts as `chat.completions.create`)
+                # skips `create`'s recursive typed-dict transform of the messages: ~6 ms CPU per request,
+                # which caps a 2-core client below the endpoint's concurrency.
+                resp = await self._sdk.post("/chat/completions", cast_to=ChatCompletion,
+                                            body={"model": self.config.model, "messages": messages, **self.params})
             except openai.RateLimitError as exc:
                 self.usage.errors["rate_limited"] += 1
                 return "retry", "HTTP 429 rate limited", retry_after_s(exc.response.headers)
