@@ -131,3 +131,39 @@ def test_component_python_func(enrich_inputs, tmp_path):
     assert art.manifest["stats"]["items_ok"] == 20 and art.manifest["stats"]["users_ok"] == 10
     assert metrics.metadata["items_ok"] == 20 and metrics.metadata["users_failed"] == 0
     assert [p["kind"] for p in art.manifest["parents"]] == ["dataset", "sids"]
+
+
+def test_retry_after_and_backoff():
+    import email.utils
+    import time
+
+    from sidreasoner_core.enrich.cache import ResponseCache
+    from sidreasoner_core.enrich.client import TeacherClient, retry_after_s
+
+    assert retry_after_s({"retry-after": "2"}) == 2.0
+    assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 25 <= retry_after_s({"retry-after": email.utils.formatdate(time.time() + 30, usegmt=True)}) <= 31
+    assert retry_after_s({"retry-after": "soon"}) is None and retry_after_s({}) is None
+    client = TeacherClient(EnrichConfig(teacher="openai", backoff_base_s=1.0, backoff_max_s=8.0), ResponseCache.__new__(ResponseCache))
+    waits = [client.backoff_s(n, None) for n in range(6)]
+    assert all(0.5 * min(8, 2 ** n) <= w <= min(8, 2 ** n) for n, w in enumerate(waits))  # exponential, jittered, capped
+    assert len({round(client.backoff_s(3, None), 6) for _ in range(5)}) > 1
+    assert 3.0 <= client.backoff_s(0, 3.0) <= 3.1 and client.backoff_s(0, 100.0) <= 8.1  # Retry-After, capped
+
+
+def test_cache_survives_a_torn_line(tmp_path):
+    from sidreasoner_core.enrich.cache import ResponseCache, cache_key
+
+    cache = ResponseCache(tmp_path / "c")
+    k1 = cache_key("m", [{"role": "user", "content": "a"}], {"temperature": 0})
+    assert k1 != cache_key("m", [{"role": "user", "content": "a"}], {"temperature": 0.5})
+    assert k1 != cache_key("m2", [{"role": "user", "content": "a"}], {"temperature": 0})
+    cache.put(k1, "answer", "stop", {"prompt_tokens": 3})
+    cache.close()
+    with open(tmp_path / "c" / "responses.jsonl", "a") as f:
+        f.write('{"key": "torn", "cont')  # a kill mid-write
+    again = ResponseCache(tmp_path / "c")
+    assert again.get(k1)["content"] == "answer" and again.get("torn") is None
+    again.put("k2", "second", "stop", {})
+    again.close()
+    assert ResponseCache(tmp_path / "c").get("k2")["content"] == "second"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..artifacts import Artifact, is_complete, open_artifact, write_artifact
+from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
 from ..storage import is_s3
 from . import inputs, prompts, schema
 from .cache import ResponseCache
@@ -30,6 +30,16 @@ def default_cache_dir(out: str | Path) -> Path:
         return root / "enrich" / hashlib.sha256(out.encode()).hexdigest()[:16]
     p = Path(out)
     return p.parent / f".{p.name}.enrich-cache"
+
+
+def _previous_cache(out: str | Path) -> tuple[Path, ...]:
+    """The cache/ of a finished corpus artifact already at `out` (local or s3://): a rerun with more
+    items or samples pays only for what is new."""
+    try:
+        prev = open_artifact(out, kind=schema.KIND)
+    except ArtifactError:
+        return ()
+    return (prev.path / schema.CACHE_DIR,)
 
 
 def build_jobs(config: EnrichConfig, items: dict, samples: pd.DataFrame) -> tuple[list[Job], list[Job], pd.DataFrame]:
@@ -85,8 +95,7 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
         run_offline(jobs, config)
     else:
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(out)
-        seeds = (Path(out) / schema.CACHE_DIR,) if not is_s3(str(out)) and is_complete(out, kind=schema.KIND) else ()
-        cache = ResponseCache(cache_dir, seed_dirs=seeds)
+        cache = ResponseCache(cache_dir, seed_dirs=_previous_cache(out))
         log.info("enrich: response cache %s (%d cached answer(s))", cache_dir, len(cache))
         try:
             if config.backend == "ray":
