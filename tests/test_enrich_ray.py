@@ -23,6 +23,10 @@ def test_ray_backend_rounds_validate_and_cache(enrich_inputs, tmp_path, monkeypa
     def script(messages, n):
         if len(messages) == 2 and task_of(messages) == "integration":  # first try leaks the title
             return Reply(body=completion(leaky_answer(messages)))
+        if n == 1 and task_of(messages) == "reasoning":  # a torn body, then a 500, then a good answer
+            return Reply(raw=b'{"choices": [')
+        if n == 2 and task_of(messages) == "reasoning":
+            return Reply(status=500, body={"error": {"message": "boom"}})
         return Reply(body=completion(smart_answer(messages)))
 
     cfg = dict(teacher="openai", backend="ray", model="teacher-test", api_key_env="ENRICH_TEST_KEY",
@@ -36,6 +40,7 @@ def test_ray_backend_rounds_validate_and_cache(enrich_inputs, tmp_path, monkeypa
             assert max(server.answered.values()) == 1
             usage = json.loads((art.path / "usage.json").read_text())
             assert usage["responses"] == sum(server.answered.values())
+            assert usage["errors"]["malformed"] >= 2  # the torn body and the 500 came back as rows, retried
             before = server.requests
             art2 = run(EnrichConfig(base_url=server.url, **cfg), dataset, sids, tmp_path / "corpus")
             assert server.requests == before  # the rerun is served from the artifact's cache/

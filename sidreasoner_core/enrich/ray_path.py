@@ -23,13 +23,23 @@ log = logging.getLogger(__name__)
 
 
 def _session_factory(key_env: str, timeout_s: float):
-    """Runs on the Ray worker: an aiohttp session carrying the key from the worker's env."""
+    """Runs on the Ray worker: an aiohttp session carrying the key from the worker's env, whose
+    responses turn a malformed body into an error object (Ray's HTTP stage would otherwise raise
+    and fail the whole round, losing the answers already received in it)."""
     import aiohttp
+
+    class TolerantResponse(aiohttp.ClientResponse):
+        async def json(self, *args, **kwargs):
+            try:
+                return await super().json(content_type=None)
+            except ValueError:  # JSONDecodeError and aiohttp's ContentTypeError
+                return {"error": {"message": f"malformed response body (HTTP {self.status})"}}
 
     headers = {}
     if key_env:
         headers["Authorization"] = f"Bearer {os.environ.get(key_env, '')}"
-    return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s))
+    return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                 response_class=TolerantResponse)
 
 
 class _SessionFactory:
