@@ -161,6 +161,9 @@ class TeacherClient:
         self._inflight[key] = fut
         try:
             answer = await self._fetch(key, messages)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: waiters (if any) re-raise it themselves
