@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -16,13 +17,15 @@ _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name: str,
                    alias: str = "champion", description: str = "", tags: dict[str, str] | None = None,
-                   wait_s: float = 60.0) -> dict:
-    """Register `model_artifact_uri` (an s3://, runs:/, mlflow-artifacts:/ or local URI) under `name`.
+                   wait_s: float = 60.0, upload: bool | None = None, artifact_path: str = "model") -> dict:
+    """Register `model_artifact_uri` (an s3://, runs:/, mlflow-artifacts:/ or local path) under `name`.
 
     Creates the registered model when missing, adds a version whose source is the URI and whose
-    run is `run_id`, waits until it is READY and sets `alias` on it. Returns
-    {"name", "version", "alias", "source", "run_id", "model_uri"} where model_uri is
-    `models:/<name>@<alias>`.
+    run is `run_id`, waits until it is READY and sets `alias` on it. A tracking server refuses a
+    local path outside the run's artifacts, so a local path is first logged to the run under
+    `artifact_path` and registered as `runs:/<run_id>/<artifact_path>` (`upload=None`: only
+    for http(s) servers; True/False forces it). Returns {"name", "version", "alias", "source",
+    "run_id", "model_uri"} where model_uri is `models:/<name>@<alias>`.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -38,12 +41,26 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.get_run(run_id)  # fails early with MLflow's own message when the run does not exist
+    source = model_artifact_uri
+    local = Path(model_artifact_uri[len("file://"):] if model_artifact_uri.startswith("file://") else model_artifact_uri)
+    is_local = "://" not in model_artifact_uri.replace("file://", "", 1) and ":/" not in model_artifact_uri
+    if is_local:
+        if not local.exists():
+            raise FileNotFoundError(f"register_model: {local} does not exist")
+        if upload if upload is not None else tracking_uri.startswith(("http://", "https://")):
+            if local.is_dir():
+                client.log_artifacts(run_id, str(local), artifact_path=artifact_path)
+            else:
+                client.log_artifact(run_id, str(local), artifact_path=artifact_path)
+            source = f"runs:/{run_id}/{artifact_path}"
+        else:
+            source = str(local.resolve())
     try:
         client.create_registered_model(name, description=description or None)
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    version = client.create_model_version(name, source=model_artifact_uri, run_id=run_id, tags=tags or None,
+    version = client.create_model_version(name, source=source, run_id=run_id, tags=tags or None,
                                           description=description or None)
     deadline = time.time() + wait_s
     while version.status == "PENDING_REGISTRATION" and time.time() < deadline:
@@ -52,6 +69,6 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
     if version.status != "READY":
         raise RuntimeError(f"model version {name}/{version.version} is {version.status}: {version.status_message}")
     client.set_registered_model_alias(name, alias, version.version)
-    log.info("registered %s version %s (alias %s) from %s", name, version.version, alias, model_artifact_uri)
-    return {"name": name, "version": int(version.version), "alias": alias, "source": model_artifact_uri,
+    log.info("registered %s version %s (alias %s) from %s", name, version.version, alias, source)
+    return {"name": name, "version": int(version.version), "alias": alias, "source": source,
             "run_id": run_id, "model_uri": f"models:/{name}@{alias}"}

@@ -52,3 +52,23 @@ def test_register_model_rejects_bad_input(mlflow_server, logged_model):  # noqa:
         register_model("", run_id, f"runs:/{run_id}/model", "m")
     with pytest.raises(mlflow.exceptions.MlflowException):
         register_model(mlflow_server.url, "0" * 32, "s3://bucket/model", "m")
+
+
+def test_register_local_model_dir_uploads_it_to_the_run(mlflow_server, tiny_model_dir, tmp_path,  # noqa: F811
+                                                         monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)  # models:/ URIs resolve through these
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_server.url)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    run = client.create_run(client.create_experiment(f"registry-local-{uuid.uuid4().hex[:8]}"))
+    run_id = run.info.run_id
+    name = f"sidreasoner-local-{uuid.uuid4().hex[:6]}"
+    # The server refuses a local path as a source; the helper logs the directory to the run first.
+    out = register_model(mlflow_server.url, run_id, str(tiny_model_dir), name, alias="candidate")
+    assert out["source"] == f"runs:/{run_id}/model"
+    got = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@candidate", dst_path=str(tmp_path),
+                                              tracking_uri=mlflow_server.url)
+    from pathlib import Path
+
+    assert (Path(got) / "config.json").read_text() == (tiny_model_dir / "config.json").read_text()
+    with pytest.raises(FileNotFoundError):
+        register_model(mlflow_server.url, run_id, str(tmp_path / "missing"), name)
