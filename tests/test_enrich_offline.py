@@ -167,3 +167,16 @@ def test_cache_survives_a_torn_line(tmp_path):
     again.put("k2", "second", "stop", {})
     again.close()
     assert ResponseCache(tmp_path / "c").get("k2")["content"] == "second"
+
+
+def test_ray_vllm_engine_needs_vllm(monkeypatch):
+    pytest.importorskip("ray.data.llm")
+    import importlib.util
+
+    from sidreasoner_core.enrich.ray_path import _send
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(RuntimeError, match="needs vllm"):
+        _send({"k": {"messages": []}}, EnrichConfig(backend="ray", ray_engine="vllm"))

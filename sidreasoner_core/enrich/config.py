@@ -72,5 +72,11 @@ class EnrichConfig(StageConfig):
                                            "Copied into the artifact's cache/ at the end")
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES),
                                      description="model -> USD per 1M input/output tokens, for usage.json")
-    ray_batch_size: int = Field(16, ge=1, description="ray backend: rows per HTTP batch")
+    ray_engine: Literal["http", "vllm"] = Field(
+        "http", description="ray backend: 'http' batches requests to base_url; 'vllm' runs `model` (a local dir or "
+                            "Hub id) in vLLM engine actors on the Ray cluster's GPUs (needs vllm)")
+    vllm_engine_kwargs: dict = Field(default_factory=dict, description="ray+vllm: vLLM engine kwargs "
+                                                                       "(e.g. max_model_len, tensor_parallel_size)")
+    ray_concurrency: int = Field(1, ge=1, description="ray backend: HTTP workers or vLLM engine replicas")
+    ray_batch_size: int = Field(16, ge=1, description="ray backend: rows per batch")
     ray_qps: int | None = Field(None, ge=1, description="ray backend: request rate limit per worker")

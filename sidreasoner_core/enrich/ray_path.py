@@ -1,6 +1,7 @@
 """Ray Data path for large catalogues: the jobs advance in rounds; each round's uncached
-requests go out as one Ray dataset through `ray.data.llm`'s HTTP request processor
-(OpenAI-compatible endpoint), answers come back to the driver, are cached and validated.
+requests go out as one Ray dataset through `ray.data.llm` (`ray_engine: http`: the HTTP request
+processor against an OpenAI-compatible endpoint; `ray_engine: vllm`: vLLM engine actors on the
+cluster's GPUs); answers come back to the driver, are cached and validated.
 
 Import-guarded: needs `ray[data]` (pip install 'sidreasoner[ray]'). The API key never
 enters Ray's task arguments: workers read it from their own environment (inherited on a
@@ -61,14 +62,49 @@ def _content(body: dict) -> tuple[str | None, str | None, dict]:
         return None, None, {}
 
 
+def _vllm_processor(config: EnrichConfig):
+    """vLLM engine actors on the Ray cluster (GPU): the teacher runs inside the batch job, no endpoint.
+    Rows come back shaped like an OpenAI response so the rest of the path is shared."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None and not os.environ.get("RAY_ADDRESS"):
+        # a local Ray runs the engines here; a remote cluster (RAY_ADDRESS) brings vllm in its worker image
+        raise RuntimeError("enrich.ray_engine 'vllm' needs vllm on the Ray workers (GPU image)")
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    proc_config = vLLMEngineProcessorConfig(
+        model_source=config.model, batch_size=config.ray_batch_size, concurrency=config.ray_concurrency,
+        engine_kwargs=dict(config.vllm_engine_kwargs), should_continue_on_error=True)
+    sampling = {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+
+    def post(row):
+        ok = not row.get("__inference_error__")
+        body = {"choices": [{"message": {"content": row.get("generated_text")}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": int(row.get("num_input_tokens") or 0),
+                          "completion_tokens": int(row.get("num_generated_tokens") or 0)}} if ok else \
+            {"error": {"message": str(row.get("__inference_error__"))[:300]}}
+        return {"key": row["key"], "body": json.dumps(body)}
+
+    return build_processor(
+        proc_config,
+        preprocess=lambda row: {"messages": json.loads(row["payload"])["messages"], "sampling_params": sampling},
+        postprocess=post)
+
+
 def _send(requests: dict[str, dict], config: EnrichConfig) -> dict[str, dict]:
     import ray
+
+    if config.ray_engine == "vllm":
+        processor = _vllm_processor(config)
+        rows = [{"key": k, "payload": json.dumps(p)} for k, p in requests.items()]
+        out = processor(ray.data.from_items(rows)).take_all()
+        return {r["key"]: json.loads(r["body"]) for r in out}
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
     url = config.base_url.rstrip("/") + "/chat/completions"
     proc_config = HttpRequestProcessorConfig(
         url=url, batch_size=config.ray_batch_size, qps=config.ray_qps,
-        concurrency=1, max_retries=config.max_retries, base_retry_wait_time_in_s=config.backoff_base_s,
+        concurrency=config.ray_concurrency, max_retries=config.max_retries, base_retry_wait_time_in_s=config.backoff_base_s,
         session_factory=_SessionFactory(config.api_key_env, config.request_timeout_s))
     processor = build_processor(
         proc_config,
@@ -101,7 +137,8 @@ def run_ray(jobs: Sequence[Job], config: EnrichConfig, cache: ResponseCache, usa
                 job.accept(rec["content"])
             continue
         requests = {key: {"model": config.model, "messages": msgs, **params} for _, msgs, key in keyed}
-        api_key_from_env(config.api_key_env)  # fail on the driver when the key is missing (workers read it too)
+        if config.ray_engine == "http":
+            api_key_from_env(config.api_key_env)  # fail on the driver when the key is missing (workers read it too)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         rounds += 1
