@@ -153,3 +153,38 @@ def test_multi_gpu_launch_command_and_worker(planted, tmp_path):
     grpo.worker_main(str(job))
     assert json.loads((tmp_path / "ckpt" / "grpo_result.json").read_text())["train_steps"] == 1
     assert (tmp_path / "final" / "config.json").is_file() and (tmp_path / "curves.jsonl").is_file()
+
+
+def test_sigkilled_grpo_process_resumes(planted, tmp_path):
+    """A real kill: the launched-worker entry point runs in a subprocess, is SIGKILLed after its
+    second checkpoint, and the rerun continues from there to the end."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = small_config(max_steps=6, save_steps=1, num_generations=2, prompts_per_step=2, learning_rate=1e-4)
+    ckpt = tmp_path / "ckpt"
+    job = grpo.write_job(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final",
+                         tmp_path / "curves.jsonl", [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", grpo.WORKER_ENV: "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sidreasoner_core.reasoning.grpo", str(job)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (ckpt / "checkpoint-2" / "trainer_state.json").is_file():
+            assert proc.poll() is None, "worker ended before its second checkpoint"
+            assert time.time() < deadline, "no checkpoint-2 in time"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "final").exists()
+    done = grpo.last_checkpoint(ckpt)
+    killed_at = int(done.rsplit("-", 1)[-1])
+    assert 2 <= killed_at < 6
+    grpo.worker_main(str(job))
+    info = json.loads((ckpt / "grpo_result.json").read_text())
+    assert info["resumed_from_step"] == killed_at and info["train_steps"] == 6

@@ -111,3 +111,20 @@ def test_cli_bad_sids_is_clear(inputs, tmp_path):
                                    "--sids", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "nope" in res.output and "does not exist" in res.output
+
+
+def test_curve_log_survives_a_cut_line_and_merges_steps(tmp_path):
+    from sidreasoner_core.reasoning.callbacks import CurveLog
+    from sidreasoner_core.reasoning.stage import curves_markdown
+
+    seen = []
+    curves = CurveLog(tmp_path / "c.jsonl", forward=lambda values, step: seen.append(step))
+    curves.write(1, {"reward": 0.1, "note": "text is dropped", "flag": True})
+    curves.write(1, {"eval/recall@10": 0.5})
+    with open(tmp_path / "c.jsonl", "a") as f:
+        f.write('{"step": 2, "rew')  # a kill mid-write
+    curves.write(2, {"reward": 0.3})
+    assert curves.rows() == [{"step": 1, "reward": 0.1, "eval/recall@10": 0.5}, {"step": 2, "reward": 0.3}]
+    assert seen == [1, 1, 2]
+    md = curves_markdown(curves.rows(), ("reward", "eval/recall@10", "kl"), "GRPO")
+    assert "| step | reward | eval/recall@10 |" in md and "| 2 | 0.3 |  |" in md

@@ -38,19 +38,31 @@ class CurveLog:
         clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if not clean:
             return
+        line = json.dumps({"step": int(step), **clean}) + "\n"
+        if self._ends_mid_line():  # a kill cut the last record: start a fresh line
+            line = "\n" + line
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **clean}) + "\n")
+            f.write(line)
         if self.forward is not None:
             try:
                 self.forward(clean, int(step))
             except Exception as exc:  # tracking must never stop training
                 log.warning("curve forward failed: %s", exc)
 
+    def _ends_mid_line(self) -> bool:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+
     def rows(self) -> list[dict]:
         if not self.path.is_file():
             return []
         merged: dict[int, dict] = {}
         for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill

@@ -20,6 +20,11 @@ class PromptConfig(StageConfig):
     thinking: bool = Field(True, description="ask for reasoning before the SID (SPEC §4 instruction)")
 
 
+def _cpu_threads_field():
+    return Field(None, ge=1, description="torch CPU threads for the run (None: torch default). On a shared, "
+                                         "busy CPU box 1 thread avoids oversubscription stalls")
+
+
 class ClusterConfig(StageConfig):
     """Multi-GPU knobs (same meaning as the alignment's `SFTOptions`); ignored on CPU."""
 
@@ -43,6 +48,8 @@ class ColdStartConfig(StageConfig):
     model: str | None = Field(None, description="model reference; default: the input model artifact")
     max_samples: int | None = Field(None, ge=1, description="use at most this many reasoning traces")
     seed: int = 42
+    cpu_threads: int | None = _cpu_threads_field()
+    work_dir: str | None = Field(None, description="checkpoint directory; default: beside the output artifact")
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: SFTOptions = Field(default_factory=coldstart_sft_defaults,
                               description="the shared SFT options (checkpoints every eval_steps)")
@@ -104,8 +111,9 @@ class GRPOStageConfig(StageConfig):
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)
     seed: int = 42
+    cpu_threads: int | None = _cpu_threads_field()
     resume: bool = Field(True, description="continue from the last checkpoint in the work dir if present")
-    work_dir: str | None = Field(None, description="checkpoint directory; default: next to the output artifact")
+    work_dir: str | None = Field(None, description="checkpoint directory; default: beside the output artifact")
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

@@ -40,10 +40,19 @@ def batch_plan(cfg: GRPOStageConfig, world_size: int = 1) -> dict:
             "gradient_accumulation_steps": completions // (per_device * world_size)}
 
 
+def _trie_regex(node, level: int) -> str:
+    """The catalogue trie as a nested alternation (one branch per code: grows with the trie, not L x N)."""
+    if not node.children:
+        return ""
+    branches = [re.escape(sidlib.token(level, code)) + _trie_regex(child, level + 1)
+                for code, child in sorted(node.children.items())]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
 def vllm_sid_regex(catalogue: sidlib.Catalogue) -> str:
-    """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID."""
-    sids = "|".join(re.escape(s) for s in sorted(catalogue.item_by_sid))
-    return rf"(?s).*{re.escape(THINK_CLOSE)}\s*(?:{sids})"
+    """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID.
+    (`[\\s\\S]` rather than a DOTALL flag: guided-decoding regex engines do not all take flags.)"""
+    return rf"[\s\S]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
 
 
 def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogue, reward_weights: list[float],
@@ -159,9 +168,10 @@ def _constrained_trainer_class():
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """Newest complete checkpoint (a kill during a save leaves a partial one, which is removed)."""
+    from ..align.sft import last_complete_checkpoint
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    return last_complete_checkpoint(output_dir)
 
 
 def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,

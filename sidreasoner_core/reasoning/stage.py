@@ -12,6 +12,7 @@ resumes from its last checkpoint, and the directory is removed once the artifact
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -34,6 +35,20 @@ CURVES_MD = "curves.md"
 SID_TOKENS_FILE = "sid_tokens.json"
 CORPUS_KIND = "corpus"
 DATASET_KIND = "dataset"
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run with `n` torch CPU threads (None: leave torch's setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
@@ -106,11 +121,13 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     sid_by_item, _ = load_catalogue(sids.path)
     recs = coldstart.records(coldstart.read_reasoning(corpus.path), sid_by_item, config,
                              source=f"{corpus.uri}/user_reasoning.parquet")
-    work = Path(work_dir) if work_dir else work_dir_for(out)
+    work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
     tokens = _sid_tokens(model_in, sid_by_item)
     ref = _model_ref(config.model, model_in)
-    result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"], callbacks=[curve_callback(curves)])
+    with cpu_threads(config.cpu_threads):
+        result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
+                                 callbacks=[curve_callback(curves)])
     metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0}
     parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
@@ -158,7 +175,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     out = str(out)
     sid_by_item, catalogue = load_catalogue(sids.path)
     train_rows, eval_rows = grpo_rows(config, dataset, sid_by_item)
-    work = Path(work_dir) if work_dir else work_dir_for(out)
+    work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
     callbacks = [curve_callback(curves)]
     if eval_rows:
@@ -174,7 +191,9 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
             for row in curves.rows():
                 tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
     else:
-        info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final", callbacks)
+        with cpu_threads(config.cpu_threads):
+            info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
+                              callbacks)
     rows = curves.rows()
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
