@@ -56,3 +56,14 @@ def eval_model_dir(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Small models run far faster on one thread on this shared 2-core box (no OpenMP spinning)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -59,6 +59,8 @@ class BaselinesConfig(StageConfig):
     ks: list[int] = Field([1, 3, 5, 10])
     top_k: int = Field(10, ge=1, description="length of the stored ranked lists (>= max ks)")
     device: str = "auto"
+    max_threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default; 1 is fastest for "
+                             "this small model on a busy CPU)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -59,6 +59,8 @@ def run_baselines(config: BaselinesConfig, dataset: Artifact, out: str | Path, p
     from .baselines import sasrec
     from .baselines.popularity import most_popular
 
+    if config.max_threads:
+        torch.set_num_threads(config.max_threads)
     items = list(read_items(dataset.path)["item_id"])
     splits = {s: read_samples(dataset.path, s) for s in ("train", "valid", "test")}
     if splits["train"].empty:

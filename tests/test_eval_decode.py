@@ -1,0 +1,148 @@
+"""Constrained decoding: only catalogue SIDs, top-K equal to exhaustive scoring, equal to HF
+generate with a prefix constraint; thinking mode force-closes the reasoning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eval_helpers import eval_model_dir, one_thread  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+from sidreasoner_core.evaluation.constrained import (SIDTrie, TrieLogitsProcessor, beam_search, encode_left_padded,
+                                                     rank_sids)
+from sidreasoner_core.evaluation.thinking import generate_reasoning
+from sidreasoner_core.prompts import THINK_CLOSE, chat_prompt, sid_history_prompt
+from sidreasoner_core.models import add_sid_tokens
+from sidreasoner_core.sid import TOKEN_RE, SIDError, format_sid, token
+
+CATALOGUE = [format_sid(c) for c in [(1, 0, 1), (1, 1, 1), (1, 3, 0), (1, 3, 5), (1, 3, 6), (2, 0, 5), (2, 1, 2),
+                                     (2, 2, 2), (2, 2, 7), (7, 4, 4)]]
+
+
+@pytest.fixture(scope="module")
+def model_tok(eval_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(eval_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(eval_model_dir).eval()
+    add_sid_tokens(tok, model, [token(3, c) for c in range(8)])   # a 4th level for variable-length SIDs
+    sid_ids = [i for t, i in tok.get_vocab().items() if TOKEN_RE.fullmatch(t)]
+    with torch.no_grad():  # random SID embeddings are tiny: spread them so scores have no near-ties
+        model.get_input_embeddings().weight[sid_ids] *= 60
+    return model, tok
+
+
+def _prompts(tok, histories):
+    return [chat_prompt(tok, sid_history_prompt(h)) for h in histories]
+
+
+def exhaustive(model, tok, prompt, sids):
+    """log p(SID tokens | prompt) of every SID, one forward each, best first."""
+    base = tok(prompt, add_special_tokens=False)["input_ids"]
+    out = []
+    for s in sids:
+        ids = tok(prompt + s, add_special_tokens=False)["input_ids"]
+        assert ids[:len(base)] == base
+        with torch.no_grad():
+            lp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        out.append((s, sum(lp[j - 1, ids[j]].item() for j in range(len(base), len(ids)))))
+    return sorted(out, key=lambda x: -x[1])
+
+
+def test_top_k_equals_exhaustive_scoring(model_tok):
+    model, tok = model_tok
+    trie = SIDTrie.build(CATALOGUE, tok)
+    # prompts of different lengths in one left-padded batch
+    prompts = _prompts(tok, [CATALOGUE[:1], CATALOGUE[2:6], CATALOGUE[::2] + CATALOGUE[1::3]])
+    ranked = rank_sids(model, tok, prompts, trie, num_beams=10, batch_size=3, progress=False)
+    for prompt, got in zip(prompts, ranked):
+        want = exhaustive(model, tok, prompt, CATALOGUE)
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert all(abs(a[1] - b[1]) < 1e-3 for a, b in zip(got, want))
+        assert set(s for s, _ in got) <= set(CATALOGUE)
+
+
+def test_variable_length_sids_score_their_own_tokens(model_tok):
+    model, tok = model_tok
+    cat = [format_sid(c) for c in [(1, 0, 1), (1, 2, 3, 0), (1, 2, 3, 1), (2, 2, 2), (2, 5, 1, 7)]]
+    trie = SIDTrie.build(cat, tok)
+    prompt = _prompts(tok, [cat[:2]])[0]
+    got = rank_sids(model, tok, [prompt], trie, num_beams=10, progress=False)[0]
+    want = exhaustive(model, tok, prompt, cat)
+    assert [s for s, _ in got] == [s for s, _ in want]
+    with pytest.raises(SIDError, match="prefix"):
+        SIDTrie.build([format_sid((1, 2, 3)), format_sid((1, 2, 3, 0))], tok)
+
+
+def test_matches_hf_generate_with_prefix_constraint(model_tok):
+    from transformers import LogitsProcessorList
+
+    model, tok = model_tok
+    trie = SIDTrie.build(CATALOGUE, tok)
+    prompts = _prompts(tok, [CATALOGUE[3:5], CATALOGUE[:7]])
+    ours = rank_sids(model, tok, prompts, trie, num_beams=10, batch_size=2, progress=False)
+    ids, mask = encode_left_padded(tok, prompts)
+    start = ids.size(1)
+    allowed = trie.allowed_dict(tok)
+    common = dict(input_ids=ids, attention_mask=mask, num_beams=10, num_return_sequences=10, max_new_tokens=3,
+                  do_sample=False, length_penalty=0.0, pad_token_id=tok.pad_token_id, early_stopping=True)
+    ref = model.generate(prefix_allowed_tokens_fn=lambda b, x: allowed.get(tuple(x[start:].tolist()), [tok.eos_token_id]),
+                         **common)
+    proc = model.generate(logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, start, tok.eos_token_id)]),
+                          **common)
+    assert torch.equal(ref, proc)
+    for i, got in enumerate(ours):
+        hf = [tok.decode(s) for s in ref[i * 10:(i + 1) * 10, start:]]
+        assert [s for s, _ in got] == hf
+
+
+def test_only_catalogue_sids_with_fewer_beams_and_small_catalogues(model_tok):
+    model, tok = model_tok
+    import random
+
+    rng = random.Random(0)
+    big = sorted({format_sid((rng.randrange(6), rng.randrange(6), rng.randrange(6))) for _ in range(80)})
+    trie = SIDTrie.build(big, tok)
+    prompts = _prompts(tok, [big[:3], big[5:9], big[20:21]])
+    for got in rank_sids(model, tok, prompts, trie, num_beams=4, progress=False):
+        assert len(got) == 4 and len({s for s, _ in got}) == 4 and all(s in big for s, _ in got)
+        assert [x for _, x in got] == sorted((x for _, x in got), reverse=True)
+    small = SIDTrie.build(CATALOGUE[:3], tok)   # fewer catalogue SIDs than beams: no padding entries
+    got = rank_sids(model, tok, prompts[:1], small, num_beams=10, progress=False)[0]
+    assert sorted(s for s, _ in got) == sorted(CATALOGUE[:3])
+
+
+def test_unconstrained_loop_and_missing_sid_tokens(model_tok, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    model, tok = model_tok
+    ids, mask = encode_left_padded(tok, _prompts(tok, [CATALOGUE[:2]]))
+    scores, seqs, leaves = beam_search(model, ids, mask, None, num_beams=5, levels=3)
+    assert leaves is None and seqs.shape == (1, 5, 3) and torch.all(scores[0, :-1] >= scores[0, 1:])
+    with pytest.raises(SIDError, match="no token <a_1>"):
+        SIDTrie.build(CATALOGUE, AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+def test_thinking_force_closes_and_keeps_reasoning(model_tok):
+    model, tok = model_tok
+    prompts = [chat_prompt(tok, sid_history_prompt(CATALOGUE[:2], thinking=True))]
+    assert prompts[0].count("Let's think step by step") == 1
+    (trace,), = generate_reasoning(model, tok, prompts, max_new_tokens=6, progress=False)
+    assert trace.forced and trace.tokens == 6 and trace.text
+    assert trace.context.startswith(prompts[0] + "<think>\n") and trace.context.endswith(f"\n{THINK_CLOSE}\n\n")
+    # a model whose favourite token is </think> closes on its own after zero reasoning tokens
+    close = tok.convert_tokens_to_ids(THINK_CLOSE)
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[close] = 1e4
+    model.lm_head = biased
+    try:
+        traces = generate_reasoning(model, tok, prompts * 2, max_new_tokens=6, num_return_sequences=2,
+                                    do_sample=True, progress=False)
+    finally:
+        model.lm_head = head
+    assert len(traces) == 2 and all(len(t) == 2 for t in traces)
+    assert all(not t.forced and t.tokens == 0 for ts in traces for t in ts)

@@ -1,0 +1,101 @@
+"""The baselines and evaluate components end to end on the shipped sample (tiny model), the CLI,
+and bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from eval_helpers import TINY_BASELINES, eval_model_dir, eval_sids, one_thread, write_sids  # noqa: F401
+from sidreasoner_core.artifacts import open_artifact, write_artifact
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EVAL = {"max_samples": 10, "thinking_samples": 3, "max_reasoning_tokens": 6, "best_of_n": 2,
+        "best_of_n_samples": 2, "batch_size": 5, "max_threads": 1}
+CONFIG = json.dumps({"baselines": {**TINY_BASELINES, "max_threads": 1}, "evaluate": EVAL})
+
+
+@pytest.fixture(scope="module")
+def baselines_art(sample_dataset, tmp_path_factory):
+    from kfp.dsl import Dataset, Metrics, Model
+
+    from components.evaluation import baselines_op
+
+    root = tmp_path_factory.mktemp("baselines")
+    out, metrics = Model(name="baselines", uri=str(root / "b")), Metrics(name="m", uri=str(root / "m"))
+    baselines_op.python_func(dataset=Dataset(name="d", uri=str(sample_dataset.path)), config_json=CONFIG,
+                             baselines=out, metrics=metrics)
+    assert metrics.metadata["popularity_n"] == 123 and 0 <= metrics.metadata["sasrec_recall_10"] <= 1
+    return open_artifact(out.path, kind="baselines")
+
+
+def test_evaluate_component_with_a_model_artifact(sample_dataset, eval_sids, eval_model_dir, baselines_art, tmp_path):
+    from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
+
+    from components.evaluation import evaluate_op
+
+    with write_artifact(tmp_path / "model_art", kind="model") as d:   # the training stages' convention
+        shutil.copytree(eval_model_dir, d / "model")
+    outs = {"evaluation": Dataset(name="e", uri=str(tmp_path / "eval")), "metrics": Metrics(name="m", uri=str(tmp_path / "m")),
+            "report": Markdown(name="r", uri=str(tmp_path / "report.md")),
+            "report_html": HTML(name="h", uri=str(tmp_path / "report.html"))}
+    evaluate_op.python_func(dataset=Dataset(name="d", uri=str(sample_dataset.path)), config_json=CONFIG,
+                            sids=Dataset(name="s", uri=str(eval_sids.path)), model=Model(name="x", uri=str(tmp_path / "model_art")),
+                            baselines=Model(name="b", uri=str(baselines_art.path)), **outs)
+    m = outs["metrics"].metadata
+    assert m["direct_n"] == 10 and m["direct_invalid"] == 0 and m["thinking_n"] == 3 and m["thinking_invalid"] == 0
+    assert m["thinking_forced_close_rate"] == 1.0 and m["thinking_reasoning_tokens_mean"] == 6
+    assert "best_of_n_recall_10_n2" in m and m["popularity_n"] == 10 and m["sasrec_n"] == 10  # same samples
+    art = open_artifact(outs["evaluation"].path, kind="evaluation")
+    catalogue = set(pq.read_table(eval_sids.path / "sids.parquet").column("sid").to_pylist())
+    pred = pq.read_table(art.path / "predictions.parquet").to_pandas()
+    assert pred["mode"].value_counts().to_dict() == {"direct": 10, "thinking": 3}
+    assert all(len(r) == 10 and set(r) <= catalogue for r in pred["ranked_sids"])
+    think = pred[pred["mode"] == "thinking"]
+    assert think["reasoning"].notna().all() and (think["reasoning_tokens"] == 6).all() and think["forced_close"].all()
+    bon = pq.read_table(art.path / "best_of_n.parquet").to_pandas()
+    assert len(bon) == 4 and sorted(bon["trace"]) == [0, 0, 1, 1]
+    # the reported metrics are recomputed from the predictions table
+    hits = (pred[pred["mode"] == "direct"]["rank"].between(0, 9)).mean()
+    assert m["direct_recall_10"] == pytest.approx(hits)
+    md = open(outs["report"].path).read()
+    assert "| popularity | 10 |" in md and "model (direct)" in md and "Best-of-N" in md
+    assert open(outs["report_html"].path).read().count("data:image/png;base64,") == 3
+
+
+def test_cli_evaluate_with_reference_sids_and_a_plain_model_ref(sample_dataset, tmp_path):
+    """No sids artifact: the dataset's reference SIDs (3 of them shared) and an un-aligned model."""
+    from typer.testing import CliRunner
+
+    from sidreasoner_core.cli import app
+
+    cfg = json.dumps({"evaluate": {**EVAL, "thinking_samples": 0, "best_of_n": 0, "max_samples": 4}})
+    res = CliRunner().invoke(app, ["evaluate", "--dataset", str(sample_dataset.path), "--model", "tiny-qwen3",
+                                   "--out", str(tmp_path / "ev"), "--config", cfg, "--add-missing-sid-tokens"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.split("report:")[0])["direct_n"] == 4
+    assert "share a SID" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_bad_inputs_name_the_problem(sample_dataset, eval_sids, eval_model_dir, baselines_art, tmp_path):
+    from typer.testing import CliRunner
+
+    from sidreasoner_core.cli import app
+    from sidreasoner_core.evaluation.config import EvaluateConfig
+    from sidreasoner_core.evaluation.stage import EvaluationError, run
+
+    sid_map = dict(zip(*[pq.read_table(eval_sids.path / "sids.parquet").column(c).to_pylist() for c in ("item_id", "sid")]))
+    target = pq.read_table(sample_dataset.path / "samples.parquet").to_pandas().query("split == 'test'")["target"].iloc[0]
+    partial = write_sids({k: v for k, v in sid_map.items() if k != target}, tmp_path / "partial")
+    cfg = EvaluateConfig(max_samples=2, thinking_samples=0)
+    with pytest.raises(EvaluationError, match=f"item '{target}' has no SID"):
+        run(cfg, sample_dataset, partial, str(eval_model_dir), None, tmp_path / "x", progress=False)
+    res = CliRunner().invoke(app, ["evaluate", "--dataset", str(sample_dataset.path), "--model", "tiny-qwen3",
+                                   "--out", str(tmp_path / "y"), "--sids", str(eval_sids.path)])
+    assert res.exit_code == 2 and "no token <a_" in res.output
+    res = CliRunner().invoke(app, ["evaluate", "--dataset", str(sample_dataset.path), "--model", str(eval_model_dir),
+                                   "--out", str(tmp_path / "z"), "--config", json.dumps({"evaluate": {"ks": [1, 20]}})])
+    assert res.exit_code == 2 and "num_beams" in res.output
