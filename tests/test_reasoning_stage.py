@@ -88,7 +88,8 @@ def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
     grpo_op.python_func(model_in=Model(name="a", uri=str(inputs["model"])),
                         dataset=Dataset(name="d", uri=inputs["dataset"].uri), sids=Dataset(name="s", uri=inputs["sids"].uri),
                         config_json=json.dumps(cfg), model=Model(name="o", uri=str(out)), metrics=metrics,
-                        curves=Markdown(name="c", uri=str(tmp_path / "c.md")), max_steps=2)
+                        curves=Markdown(name="c", uri=str(tmp_path / "c.md")), max_steps=2,
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     art = open_artifact(out, kind="model")
     rows = [json.loads(line) for line in (art.path / "curves.jsonl").read_text().splitlines()]
     by_step = {r["step"]: r for r in rows}
@@ -100,6 +101,13 @@ def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
     assert "eval/recall@10" in (art.path / CURVES_MD).read_text()
     assert metrics.metadata["train_steps"] == 2
     assert not (tmp_path / ".grpo.work").exists()  # checkpoints removed once published
+    # the curves reached MLflow step by step (names made MLflow-safe)
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.search_runs(["0"])[0]
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "eval/recall_at_10")] == [0, 1, 2]
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "reward")] == [1, 2]
 
 
 def test_cli_bad_sids_is_clear(inputs, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -55,6 +56,17 @@ def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
     from ..align.stage import work_dir_for as align_work_dir
 
     return align_work_dir(str(out), config_work_dir)
+
+
+def mlflow_name(key: str) -> str:
+    """MLflow metric names allow letters, digits, `_-. :/`: `eval/recall@10` -> `eval/recall_at_10`."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("@", "_at_"))
+
+
+def _forward(tracker):
+    if tracker is None:
+        return None
+    return lambda values, step: tracker.log_metrics({mlflow_name(k): v for k, v in values.items()}, step=step)
 
 
 def _model_ref(config_model: str | None, model_in: Artifact | str) -> str:
@@ -122,7 +134,7 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     recs = coldstart.records(coldstart.read_reasoning(corpus.path), sid_by_item, config,
                              source=f"{corpus.uri}/user_reasoning.parquet")
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
-    curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
+    curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     tokens = _sid_tokens(model_in, sid_by_item)
     ref = _model_ref(config.model, model_in)
     with cpu_threads(config.cpu_threads):
@@ -176,7 +188,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     sid_by_item, catalogue = load_catalogue(sids.path)
     train_rows, eval_rows = grpo_rows(config, dataset, sid_by_item)
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
-    curves = CurveLog(work / CURVES_FILE, forward=tracker.log_metrics if tracker is not None else None)
+    curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
     if eval_rows:
         callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config.eval_steps,
@@ -189,7 +201,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
                            curves.path, eval_rows)
         if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
             for row in curves.rows():
-                tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+                tracker.log_metrics({mlflow_name(k): v for k, v in row.items() if k != "step"}, step=int(row["step"]))
     else:
         with cpu_threads(config.cpu_threads):
             info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
@@ -237,7 +249,7 @@ def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri:
         tracker.log_input(corpus, context="training", table="user_reasoning.parquet")
         art = run_coldstart(config, model_in, dataset, sids, corpus, out, tracker=tracker)
         metrics = art.manifest["metrics"]
-        tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        tracker.log_metrics({mlflow_name(f"final_{k}"): v for k, v in metrics.items()})
         tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
     return metrics
 
@@ -259,7 +271,7 @@ def grpo_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str,
         tracker.log_input(sids, context="sids")
         art = run_grpo(config, model_in, dataset, sids, out, tracker=tracker)
         metrics = art.manifest["metrics"]
-        tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        tracker.log_metrics({mlflow_name(f"final_{k}"): v for k, v in metrics.items()})
         tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
     return metrics
 
