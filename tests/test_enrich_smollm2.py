@@ -39,15 +39,19 @@ class ModelTeacher:
 def test_smollm2_teacher_end_to_end(enrich_inputs, tmp_path):
     import torch
 
-    torch.set_num_threads(2)
-    dataset, sids = enrich_inputs
-    teacher = ModelTeacher("smollm2", max_new_tokens=16)
-    with ChatServer(teacher) as server:
-        cfg = EnrichConfig(teacher="openai", base_url=server.url, model="smollm2", api_key_env="", max_items=2,
-                           max_user_samples=1, max_tokens=16, max_attempts=1, max_description_chars=150, concurrency=2, request_timeout_s=300,
-                           temperature=0.0, min_paragraph_sentences=2)
-        art = run(cfg, dataset, sids, tmp_path / "corpus")
-        requests = server.requests
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core box, 2 intra-op threads spin-wait: ~5x slower
+    try:
+        dataset, sids = enrich_inputs
+        teacher = ModelTeacher("smollm2", max_new_tokens=16)
+        with ChatServer(teacher) as server:
+            cfg = EnrichConfig(teacher="openai", base_url=server.url, model="smollm2", api_key_env="", max_items=2,
+                               max_user_samples=1, max_tokens=16, max_attempts=1, max_description_chars=150,
+                               concurrency=2, request_timeout_s=300, temperature=0.0, min_paragraph_sentences=2)
+            art = run(cfg, dataset, sids, tmp_path / "corpus")
+            requests = server.requests
+    finally:
+        torch.set_num_threads(threads)
     it, us, failed = assert_every_record_accounted(art, 2, 1)
     assert requests >= 2  # an analysis (items 7 and 8 of the sample are identical: one request) + a reasoning
     for r in it[it.status == "ok"].itertuples():
