@@ -17,6 +17,33 @@ SECRET = "sk-test-SECRET123"
 SECRET_ENV = ("OPENAI_API_KEY", "SIDREASONER_TEACHER_API_KEY")
 
 
+# The default preset with the tiny random model and one-step budgets: the lineage, not the
+# learning, is under test (keys not in a stage's section are left to the preset).
+TINY_OVERRIDES = {
+    "sids": {"epochs": 2},
+    "align": {"model": "tiny-qwen3", "max_per_task": 4, "eval_max_per_task": 2, "gsm8k_eval_n": 1,
+              "gsm8k_max_new_tokens": 4, "train": {"max_steps": 1, "eval_steps": 1}},
+    "coldstart": {"max_samples": 4, "train": {"max_steps": 1}},
+    "grpo": {"max_steps": 1, "max_completion_length": 8, "eval_samples": 2, "num_generations": 2},
+    "evaluate": {"thinking_samples": 2, "max_reasoning_tokens": 8, "best_of_n": 2, "best_of_n_samples": 2},
+    "baselines": {"sasrec": {"max_epochs": 1}},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def tiny_config() -> dict:
+    from sidreasoner_core.config import load_mapping
+
+    preset = load_mapping("default")
+    return merge(preset, {k: v for k, v in TINY_OVERRIDES.items() if k in preset})
+
+
 @pytest.fixture(scope="module")
 def lineage(mlflow_server, tmp_path_factory):  # noqa: F811
     from pipelines.local import run_local
@@ -25,7 +52,7 @@ def lineage(mlflow_server, tmp_path_factory):  # noqa: F811
     os.environ.update({k: SECRET for k in SECRET_ENV})
     experiment = f"lineage-{uuid.uuid4().hex[:8]}"
     try:
-        summary = run_local(config="default", out_dir=tmp_path_factory.mktemp("runs"),
+        summary = run_local(config=tiny_config(), out_dir=tmp_path_factory.mktemp("runs"),
                             tracking_uri=mlflow_server.url, experiment=experiment)
     finally:
         for k, v in saved.items():
