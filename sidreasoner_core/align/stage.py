@@ -92,6 +92,14 @@ def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
     return p.parent / f".{p.name}.work"
 
 
+def _to_accelerator(model) -> None:
+    """GSM8K generation on the GPU when there is one (the Trainer moves the model there anyway)."""
+    import torch
+
+    if torch.cuda.is_available():
+        model.to("cuda")
+
+
 def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact | None, out: str | Path,
         model_ref: str | None = None, work_dir: str | Path | None = None, tracker=None,
         callbacks=()) -> Artifact:
@@ -113,6 +121,8 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
 
     gsm_rows = inputs.gsm8k_test[:config.gsm8k_eval_n]
     model, tok = load_model(ref)
+    if gsm_rows:
+        _to_accelerator(model)
     before = gsm8k_eval.evaluate(model, tok, gsm_rows, config.gsm8k_max_new_tokens, config.gsm8k_batch_size,
                                  desc="gsm8k before") if gsm_rows else None
     in_process = config.train.num_gpus == 1 and config.train.deepspeed == "none"
@@ -121,6 +131,8 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     result = train_sft(model if in_process else ref, train, evals, config.train, work,
                        tokenizer=tok if in_process else None, sid_tokens=tokens,
                        early_stopping_task=early, callbacks=callbacks)
+    if gsm_rows:
+        _to_accelerator(result.model)
     after = gsm8k_eval.evaluate(result.model, result.tokenizer, gsm_rows, config.gsm8k_max_new_tokens,
                                 config.gsm8k_batch_size, desc="gsm8k after") if gsm_rows else None
 
