@@ -52,6 +52,26 @@ def parse_sid(text: str, levels: int | None = None, codes_per_level: int | None 
     return tuple(codes)
 
 
+def is_sid(text: str, levels: int | None = None, codes_per_level: int | None = None) -> bool:
+    """True when `text` is exactly one well-formed SID (see parse_sid)."""
+    try:
+        parse_sid(text, levels, codes_per_level)
+        return True
+    except SIDError:
+        return False
+
+
+def parse_tokens(prefix_tokens: Sequence[str]) -> tuple[int, ...]:
+    """Codes of a token prefix like ["<a_3>", "<b_7>"]; raise SIDError on a bad token or level order."""
+    codes = []
+    for level, tok in enumerate(prefix_tokens):
+        m = TOKEN_RE.fullmatch(tok)
+        if m is None or m.group(1) != LEVEL_LETTERS[level] or m.group(2) != str(int(m.group(2))):
+            raise SIDError(f"token {level + 1} of the prefix is {tok!r}, expected <{LEVEL_LETTERS[level]}_N>")
+        codes.append(int(m.group(2)))
+    return tuple(codes)
+
+
 def tokens_of(sid: str) -> list[str]:
     """The SID's tokens in order (validated)."""
     return [token(i, c) for i, c in enumerate(parse_sid(sid))]
@@ -87,6 +107,9 @@ class Catalogue:
                 raise SIDError(f"SID {sid} is shared by items {self.item_by_sid[sid]!r} and {item!r}")
             node = self.root
             for c in codes:
+                if node.item is not None:  # an existing SID is a prefix of this one
+                    raise SIDError(f"SID {self.sid_by_item[node.item]} of item {node.item!r} is a prefix of "
+                                   f"SID {sid} of item {item!r}")
                 node = node.children.setdefault(c, _Node())
             if node.children:
                 raise SIDError(f"SID {sid} of item {item!r} is a prefix of another SID")
@@ -115,10 +138,30 @@ class Catalogue:
         return sorted(node.children) if node else []
 
     def allowed_tokens(self, prefix_tokens: Sequence[str]) -> list[str]:
-        prefix = [int(TOKEN_RE.fullmatch(t).group(2)) for t in prefix_tokens]
+        prefix = parse_tokens(prefix_tokens)
         level = len(prefix)
         return [token(level, c) for c in self.allowed_codes(prefix)]
 
     def is_complete(self, prefix: Sequence[int]) -> bool:
         node = self._node(prefix)
         return node is not None and node.item is not None
+
+    def items_with_prefix(self, prefix: Sequence[int]) -> list[str]:
+        """Items whose SID starts with the code prefix (all items for an empty prefix)."""
+        node = self._node(prefix)
+        out, stack = [], [node] if node else []
+        while stack:
+            n = stack.pop()
+            if n.item is not None:
+                out.append(n.item)
+            stack.extend(n.children.values())
+        return sorted(out)
+
+    @classmethod
+    def from_artifact(cls, path) -> "Catalogue":
+        """The catalogue of a sids artifact directory (its sids.parquet)."""
+        import pyarrow.parquet as pq
+        from pathlib import Path
+
+        table = pq.read_table(Path(path) / SIDS_FILE, columns=["item_id", "sid"])
+        return cls(zip(table.column("item_id").to_pylist(), table.column("sid").to_pylist()))
