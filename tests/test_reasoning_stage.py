@@ -136,3 +136,13 @@ def test_curve_log_survives_a_cut_line_and_merges_steps(tmp_path):
     assert seen == [1, 1, 2]
     md = curves_markdown(curves.rows(), ("reward", "eval/recall@10", "kl"), "GRPO")
     assert "| step | reward | eval/recall@10 |" in md and "| 2 | 0.3 |  |" in md
+
+
+def test_shorten_keeps_whole_sentences():
+    from sidreasoner_core.reasoning.samples import shorten
+
+    text = "One two three. Four five six seven. Eight."
+    assert shorten(text, None) == text and shorten(text, 100) == text
+    assert shorten(text, 7) == "One two three. Four five six seven."
+    assert shorten(text, 5) == "One two three."
+    assert shorten(text, 2) == "One two"

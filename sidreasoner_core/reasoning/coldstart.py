@@ -38,7 +38,8 @@ def read_reasoning(corpus_dir: str | Path) -> pd.DataFrame:
 def records(reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStartConfig,
             source: str = "user_reasoning") -> list[dict]:
     """`{"task", "prompt", "completion"}` records for `train_sft`."""
-    rows = coldstart_rows(reasoning, sid_by_item, cfg.prompt, cfg.max_samples, cfg.seed, source)
+    rows = coldstart_rows(reasoning, sid_by_item, cfg.prompt, cfg.max_samples, cfg.seed, source,
+                          cfg.max_reasoning_words)
     return [{"task": TASK, "prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 
 

@@ -47,6 +47,9 @@ class ColdStartConfig(StageConfig):
 
     model: str | None = Field(None, description="model reference; default: the input model artifact")
     max_samples: int | None = Field(None, ge=1, description="use at most this many reasoning traces")
+    max_reasoning_words: int | None = Field(
+        None, ge=1, description="cut each trace to whole sentences within this many words (None: keep all). "
+        "A budget knob for small runs, so the activated reasoning fits GRPO's max_completion_length")
     seed: int = 42
     cpu_threads: int | None = _cpu_threads_field()
     work_dir: str | None = Field(None, description="checkpoint directory; default: beside the output artifact")

@@ -6,6 +6,7 @@ prompt format); cold-start rows add `"completion": [assistant message]`.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -68,8 +69,24 @@ def sid_rows(samples: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptC
     return rows
 
 
+def shorten(text: str, max_words: int | None) -> str:
+    """Whole sentences while they fit in `max_words` words (at least the first sentence's first words)."""
+    text = str(text).strip()
+    if not max_words or len(text.split()) <= max_words:
+        return text
+    kept, count = [], 0
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        n = len(sentence.split())
+        if count + n > max_words:
+            break
+        kept.append(sentence)
+        count += n
+    return " ".join(kept) if kept else " ".join(text.split()[:max_words])
+
+
 def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptConfig,
-                   max_samples: int | None = None, seed: int = 0, source: str = "user_reasoning") -> list[dict]:
+                   max_samples: int | None = None, seed: int = 0, source: str = "user_reasoning",
+                   max_reasoning_words: int | None = None) -> list[dict]:
     """Prompt + `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` completion for every usable trace."""
     for col in ("history", "target", "reasoning"):
         if col not in reasoning.columns:
@@ -88,5 +105,6 @@ def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt:
     texts = ok if max_samples is None or len(ok) <= max_samples else ok.sample(n=max_samples, random_state=seed).sort_index()
     for row, reasoning_text in zip(rows, texts["reasoning"]):
         row["completion"] = [{"role": "assistant",
-                               "content": prompts.thinking_response(str(reasoning_text), row["target_sid"])}]
+                               "content": prompts.thinking_response(shorten(reasoning_text, max_reasoning_words),
+                                                                    row["target_sid"])}]
     return rows

@@ -140,7 +140,9 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
                                  callbacks=[curve_callback(curves)])
-    metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0}
+    losses = [r["loss"] for r in curves.rows() if "loss" in r]
+    metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0,
+               **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
     parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
                    curves, COLDSTART_CURVE_KEYS, "Cold-start activation")
