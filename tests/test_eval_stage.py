@@ -99,3 +99,22 @@ def test_bad_inputs_name_the_problem(sample_dataset, eval_sids, eval_model_dir, 
     res = CliRunner().invoke(app, ["evaluate", "--dataset", str(sample_dataset.path), "--model", str(eval_model_dir),
                                    "--out", str(tmp_path / "z"), "--config", json.dumps({"evaluate": {"ks": [1, 20]}})])
     assert res.exit_code == 2 and "num_beams" in res.output
+
+
+def test_steps_log_metrics_curve_and_report_to_mlflow(sample_dataset, eval_sids, eval_model_dir, baselines_art, tmp_path):
+    import mlflow
+
+    from sidreasoner_core.evaluation.stage import step
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = json.dumps({"evaluate": {**EVAL, "max_samples": 3, "thinking_samples": 0, "best_of_n_samples": 1}})
+    metrics = step(cfg, str(sample_dataset.path), str(eval_sids.path), str(eval_model_dir), str(baselines_art.path),
+                   str(tmp_path / "ev"), tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs(["0"])
+    assert run.data.params["num_beams"] == "10" and run.data.metrics["direct_n"] == metrics["direct_n"] == 3
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "best_of_n_recall_10")] == [1, 2]
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/report.md", "evaluation/metrics.json"} <= logged
+    sources = " ".join(i.dataset.source for i in run.inputs.dataset_inputs)
+    assert all(str(a.path) in sources for a in (sample_dataset, eval_sids, baselines_art))

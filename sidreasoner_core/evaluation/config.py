@@ -42,13 +42,13 @@ class SASRecConfig(StageConfig):
     hidden: int = Field(64, ge=8)
     blocks: int = Field(2, ge=1)
     heads: int = Field(1, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
     loss: Literal["ce", "bce"] = Field("ce", description="full softmax over items, or BCE with one sampled negative")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
     max_epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1, description="epochs without a better valid NDCG@10 before stopping")
+    patience: int = Field(6, ge=1, description="epochs without a better valid NDCG@10 before stopping")
     all_positions: bool = Field(True, description="next-item loss at every history position, not only the last")
     seed: int = 0
 
