@@ -29,9 +29,10 @@ def test_component_python_func_writes_the_model_artifact(arts, tmp_path):
     out = Model(name="aligned_model", uri=str(tmp_path / "aligned_model"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     config = json.dumps({"align": tiny_config()})
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     align_op.python_func(dataset=Dataset(name="d", uri=str(dataset.path)), sids=Dataset(name="s", uri=str(sids.path)),
                          corpus=Dataset(name="c", uri=str(corpus.path)), config_json=config, model_ref="tiny-qwen3",
-                         aligned_model=out, metrics=metrics)
+                         aligned_model=out, metrics=metrics, tracking_uri=tracking)
     art = open_artifact(out.path, kind="model")
     assert {p["kind"] for p in art.manifest["parents"]} == {"dataset", "sids", "corpus"}
     m = json.loads((art.path / "metrics.json").read_text())
@@ -49,6 +50,42 @@ def test_component_python_func_writes_the_model_artifact(arts, tmp_path):
     assert tok.convert_ids_to_tokens(tok(s, add_special_tokens=False)["input_ids"]) == sidlib.tokens_of(s)
     assert len((art.path / "gsm8k.jsonl").read_text().splitlines()) == 4
     assert not (tmp_path / ".aligned_model.work").exists()  # checkpoints dropped once published
+
+    # MLflow: per-step training loss, per-task validation losses, inputs and the output
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             "tags.`sidreasoner.stage` = 'align'")[0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_sid_history_to_sid_loss")] == [2, 4]
+    assert run.data.metrics["gsm8k_after"] == m["gsm8k_after"]
+    assert run.data.params["train.learning_rate"] == "0.005"
+    assert run.data.tags["output.model.digest"] == art.manifest["digest"]
+
+
+def test_killed_stage_resumes_from_its_work_dir(arts, tmp_path):
+    from transformers import TrainerCallback
+
+    from sidreasoner_core.align.config import AlignConfig
+    from sidreasoner_core.align.stage import run, work_dir_for
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("killed")
+
+    dataset, sids, _ = arts
+    cfg = AlignConfig.build({**tiny_config(), "gsm8k_eval_n": 0, "max_per_task": 4,
+                             "eval_tasks": ["sid_history_to_sid"], "task_ratios": {"gsm8k": 0}})
+    out = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, dataset, sids, None, out, callbacks=[Kill()])
+    assert not out.exists() and (work_dir_for(str(out)) / "checkpoints" / "checkpoint-2").is_dir()
+    art = run(cfg, dataset, sids, None, out)
+    m = art.manifest["metrics"]
+    assert m["resumed_from_step"] == 2 and m["global_step"] == 4 and "gsm8k_before" not in m
+    assert not work_dir_for(str(out)).exists()
 
 
 def test_cli_reports_a_missing_input_cleanly(arts, tmp_path):

@@ -52,6 +52,7 @@ class SFTOptions(StageConfig):
     num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage (GPU only)")
     resume: bool = Field(True, description="continue from the last complete checkpoint in the output dir")
+    eval_on_start: bool = Field(False, description="a validation pass before the first step (losses before training)")
 
 
 class AlignConfig(StageConfig):
@@ -71,6 +72,8 @@ class AlignConfig(StageConfig):
     gsm8k_max_new_tokens: int = Field(256, ge=1)
     gsm8k_batch_size: int = Field(16, ge=1)
     seed: int = 42
+    work_dir: str | None = Field(None, description="checkpoint directory; default `<out>.work` beside a local output. "
+                                 "On the cluster point it at a mounted volume so a retried pod resumes")
     train: SFTOptions = Field(default_factory=SFTOptions)
 
     @field_validator("task_ratios")

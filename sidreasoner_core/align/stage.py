@@ -84,8 +84,8 @@ def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
     from ..models import cache_root
     from ..storage import is_s3
 
-    if config_work_dir:
-        return Path(config_work_dir)
+    if config_work_dir:  # one volume for many runs: a directory per output
+        return Path(config_work_dir) / hashlib.sha256(out.encode()).hexdigest()[:16]
     if is_s3(out):
         return cache_root() / "align-work" / hashlib.sha256(out.encode()).hexdigest()[:16]
     p = Path(out)
@@ -126,7 +126,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     before = gsm8k_eval.evaluate(model, tok, gsm_rows, config.gsm8k_max_new_tokens, config.gsm8k_batch_size,
                                  desc="gsm8k before") if gsm_rows else None
     in_process = config.train.num_gpus == 1 and config.train.deepspeed == "none"
-    work = Path(work_dir) if work_dir else work_dir_for(out)
+    work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     tokens = vocabulary(levels, cpl)
     result = train_sft(model if in_process else ref, train, evals, config.train, work,
                        tokenizer=tok if in_process else None, sid_tokens=tokens,
@@ -141,6 +141,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     if before is not None:
         metrics.update(gsm8k_before=before["accuracy"], gsm8k_after=after["accuracy"], gsm8k_n=float(before["n"]))
     metrics["sid_tokens"] = float(len(tokens))
+    metrics["resumed_from_step"] = float(result.resumed_from.rsplit("-", 1)[-1]) if result.resumed_from else 0.0
     metrics["wall_s"] = time.time() - t0
     if tracker is not None:
         for h in result.log_history:
