@@ -287,7 +287,8 @@ def run(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None, model_
         lengths += [t.tokens for _, _, t in flat_traces]
         metrics["best_of_n"] = {f"recall@10_n{n + 1}": v for n, v in enumerate(curve)}
     if baselines is not None:
-        tables_b = _score_baselines(baselines, samples, config.split, n_direct, n_think, ks)
+        n_main = n_direct if config.direct else n_think   # the samples of the main table
+        tables_b = _score_baselines(baselines, samples, config.split, n_main, n_think, ks)
         for name, (m_main, m_think) in tables_b.items():
             metrics[name] = m_main
             tables["main"][name] = m_main
