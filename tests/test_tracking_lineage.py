@@ -20,13 +20,14 @@ SECRET_ENV = ("OPENAI_API_KEY", "SIDREASONER_TEACHER_API_KEY")
 # The default preset with the tiny random model and one-step budgets: the lineage, not the
 # learning, is under test (keys not in a stage's section are left to the preset).
 TINY_OVERRIDES = {
-    "sids": {"epochs": 2},
+    "sids": {"epochs": 2, "max_seq_length": 32},
     "align": {"model": "tiny-qwen3", "max_per_task": 4, "eval_max_per_task": 2, "gsm8k_eval_n": 1,
               "gsm8k_max_new_tokens": 4, "train": {"max_steps": 1, "eval_steps": 1}},
     "coldstart": {"max_samples": 4, "train": {"max_steps": 1}},
     "grpo": {"max_steps": 1, "max_completion_length": 8, "eval_samples": 2, "num_generations": 2},
-    "evaluate": {"thinking_samples": 2, "max_reasoning_tokens": 8, "best_of_n": 2, "best_of_n_samples": 2},
-    "baselines": {"sasrec": {"max_epochs": 1}},
+    "evaluate": {"max_samples": 8, "thinking_samples": 2, "max_reasoning_tokens": 8, "best_of_n": 2,
+                 "best_of_n_samples": 2},
+    "baselines": {"sasrec": {"enabled": False}},
 }
 
 
