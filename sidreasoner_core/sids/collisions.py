@@ -2,9 +2,8 @@
 
 1. Items sharing a full SID: the one closest to its last-level code keeps it; the others
    ("displaced") move to free last-level codes within their own prefix (all levels but the last),
-   greedily by distance: each round every displaced item proposes its nearest free code, the
-   closest proposer of each code wins, losers propose again. (This is the greedy matching by
-   ascending distance, computed in parallel rounds.)
+   greedily by ascending distance (the sequential greedy over all item-code pairs, computed in
+   parallel rounds: a pair is taken once it is the cheapest of both its item and its code).
 2. A prefix holding more items than the last level has codes ("overflow") cannot be resolved
    that way: its items are spread evenly over the last level (capacity ceil(n/K) per code, same
    greedy) and the items that still share a SID get extra disambiguation level(s) — only there.
@@ -55,10 +54,15 @@ def _greedy_rounds(cost: np.ndarray, slot_row: np.ndarray, slots: np.ndarray) ->
     """Assign each row a code with free capacity in its slot row, greedily by ascending cost.
 
     cost: (D, K) float32 (modified in place); slot_row: (D,) index into slots; slots: (Q, K) int
-    remaining capacity (decremented in place). Ties go to the lower row index (stable sorts).
+    remaining capacity (decremented in place). Where capacity is 1 the result equals the sequential
+    greedy over all (row, code) pairs by ascending cost: a pair is taken in a round only when it is
+    the minimum of both its row and its code's column (a "locally dominant" pair), so no cheaper
+    claimant can come later. Where capacity is larger (overflow prefixes) the cheapest `cap`
+    proposers of a code win. Ties go to the lower row index (stable sorts).
     """
     d, k = cost.shape
     out = np.full(d, -1, dtype=np.int64)
+    unit = slots.max(1) <= 1 if len(slots) else np.zeros(0, dtype=bool)
     rem = np.arange(d)
     rounds = 0
     while len(rem):
@@ -69,18 +73,25 @@ def _greedy_rounds(cost: np.ndarray, slot_row: np.ndarray, slots: np.ndarray) ->
         best = sub[np.arange(len(rem)), prop]
         if not np.isfinite(best).all():
             raise SidsError("collision resolution ran out of free codes (internal error: capacity miscounted)")
+        # column minimum of every code over the remaining rows of the same slot row
+        by_row = np.argsort(slot_row[rem], kind="stable")
+        srow = slot_row[rem][by_row]
+        starts = np.r_[0, np.flatnonzero(srow[1:] != srow[:-1]) + 1]
+        colmin = np.minimum.reduceat(sub[by_row], starts, axis=0)
+        group = np.empty(len(rem), dtype=np.int64)
+        group[by_row] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(rem)]))
+        dominant = (best <= colmin[group, prop]) | ~unit[slot_row[rem]]
         key = slot_row[rem].astype(np.int64) * k + prop
         order = np.lexsort((rem, best, key))            # by key, then cost, then row
         skey = key[order]
         start = np.r_[0, np.flatnonzero(skey[1:] != skey[:-1]) + 1]
         rank = np.arange(len(order)) - np.repeat(start, np.diff(np.r_[start, len(order)]))
         cap = slots[slot_row[rem[order]], prop[order]]
-        win = order[rank < cap]                         # the `cap` cheapest proposers of each code win
+        win = order[(rank < cap) & dominant[order]]
         out[rem[win]] = prop[win]
         np.subtract.at(slots, (slot_row[rem[win]], prop[win]), 1)
         lost = np.ones(len(rem), dtype=bool)
         lost[win] = False
-        cost[rem[lost], prop[lost]] = np.inf            # their choice is taken: never propose it again
         rem = rem[lost]
     return out, rounds
 
@@ -119,7 +130,7 @@ def resolve(codes: np.ndarray, codes_per_level: int, cost_fn: CostFn, own_cost: 
     # 1. keep the closest item of each shared SID (outside overflow prefixes); displace the rest
     ok = np.flatnonzero(~overflow)
     order = ok[np.lexsort((ok, own[ok], full[ok]))]
-    first = np.r_[True, full[order][1:] != full[order][:-1]]
+    first = np.r_[True, full[order][1:] != full[order][:-1]][:len(order)]
     keepers, displaced = order[first], order[~first]
     movers = np.sort(np.r_[displaced, np.flatnonzero(overflow)])
 
@@ -133,10 +144,20 @@ def resolve(codes: np.ndarray, codes_per_level: int, cost_fn: CostFn, own_cost: 
         slots[of_q] = (-(-p_count[q_ids][of_q] // k))[:, None]
         kp = keepers[np.isin(p_inv[keepers], q_ids)]
         slots[np.searchsorted(q_ids, p_inv[kp]), codes[kp, -1]] = 0     # codes the keepers hold
-        cost = _cost_rows(cost_fn, movers, chunk)
-        assigned, rounds = _greedy_rounds(cost, mover_q, slots)
-        del cost
-        new[movers, -1] = assigned
+        # prefixes are independent: solve them in batches of whole prefixes so the cost matrix stays
+        # about chunk x K (a single prefix larger than a chunk is one batch)
+        by_q = np.argsort(mover_q, kind="stable")
+        bounds = np.r_[0, np.flatnonzero(np.diff(mover_q[by_q])) + 1, len(by_q)]
+        lo = 0
+        while lo < len(by_q):
+            hi_idx = np.searchsorted(bounds, lo + chunk, side="right") - 1
+            hi = int(bounds[hi_idx]) if bounds[hi_idx] > lo else int(bounds[np.searchsorted(bounds, lo, side="right")])
+            part = by_q[lo:hi]
+            cost = _cost_rows(cost_fn, movers[part], chunk)
+            assigned, r = _greedy_rounds(cost, mover_q[part], slots)
+            new[movers[part], -1] = assigned
+            rounds = max(rounds, r)
+            lo = hi
 
     # 2. items still sharing a SID (only possible in overflow prefixes) get extra level(s)
     full2 = prefix * k + new[:, -1]

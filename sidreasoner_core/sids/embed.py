@@ -92,7 +92,10 @@ def encode(texts: list[str], encoder: str, batch_size: int = 64, normalize: bool
              model.max_seq_length, dtype)
     emb = model.encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_tensor=True,
                        normalize_embeddings=normalize)
-    return emb.float().cpu().numpy()
+    emb = emb.float().cpu().numpy()
+    if normalize:  # again in float32: a bfloat16 norm is only good to ~1e-3
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
 
 
 def check_embeddings(emb: np.ndarray, item_ids: Sequence[str], dim: int | None, source: str) -> np.ndarray:
