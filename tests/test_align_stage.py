@@ -133,3 +133,42 @@ def test_launch_worker_trains_from_a_job_file(tmp_path, monkeypatch):
     info = json.loads((tmp_path / "sft_result.json").read_text())
     assert info["metrics"]["global_step"] == 2 and info["sid_tokens_added"] == 12
     assert (tmp_path / FINAL_DIR / "model.safetensors").is_file() and (tmp_path / FINAL_DIR / "tokenizer.json").is_file()
+
+
+CPU_TWO_PROCESSES = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_GPU
+mixed_precision: 'no'
+num_machines: 1
+num_processes: 2
+machine_rank: 0
+main_process_ip: 127.0.0.1
+main_process_port: {port}
+rdzv_backend: static
+same_network: true
+use_cpu: true
+"""
+
+
+@pytest.mark.slow
+def test_num_gpus_above_one_launches_accelerate_processes(tmp_path, monkeypatch):
+    """The multi-process path for real: accelerate's torchrun launcher with 2 CPU processes (gloo)
+    standing in for GPUs; the data is sharded, so 2 steps cover all 8 rows once."""
+    from conftest import free_port
+    from sidreasoner_core.align import launch
+    from sidreasoner_core.align.config import SFTOptions
+    from sidreasoner_core.align.sft import train_sft
+
+    cfg = tmp_path / "cpu2.yaml"
+    cfg.write_text(CPU_TWO_PROCESSES.format(port=free_port()))
+    monkeypatch.setattr(launch, "accelerate_config", lambda _stage: cfg)
+    recs = [{"task": "t", "prompt": [{"role": "user", "content": f"kit {k}?"}],
+             "completion": sidlib.format_sid([k, 1, 2])} for k in range(8)]
+    opts = SFTOptions(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2, max_length=64,
+                      eval_strategy="steps", eval_steps=1, num_gpus=2, precision="fp32")
+    res = train_sft("tiny-qwen3", recs, recs[:2], opts, tmp_path / "run", sid_tokens=sidlib.vocabulary(3, 8),
+                    early_stopping_task="t")
+    assert res.global_step == 2 and res.trainer is None
+    assert [h["epoch"] for h in res.log_history if "train_loss" in h] == [1.0]  # 2 steps x 2 procs x 2 = 8 rows
+    assert len(res.tokenizer) == res.model.get_input_embeddings().weight.shape[0]
+    assert "<c_7>" in res.tokenizer.get_vocab() and "eval_loss_t" in res.metrics()
