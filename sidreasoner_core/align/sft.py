@@ -2,7 +2,7 @@
 
 Stable API (other stages import only these names):
 
-    from sidreasoner_core.align.sft import SFTOptions, SFTResult, train_sft, save_result
+    from sidreasoner_core.align.sft import SFTOptions, SFTResult, train_sft, save_result, build_trainer
 
     result = train_sft(
         "smollm2",                 # model reference (models.resolve_model_dir), a directory, or a loaded model
@@ -15,6 +15,8 @@ Stable API (other stages import only these names):
         callbacks=[...],           # extra transformers TrainerCallbacks (in-process runs only)
     )
     save_result(result, out_dir / "model")   # HF dir: safetensors + tokenizer (with the SID tokens)
+
+    trainer, n_added = build_trainer(...same arguments...)  # configured, not trained (tests, custom loops)
 
 A record is a dict with an optional "task" name (default "default") and one of
   {"prompt": [chat messages], "completion": [assistant message] | str}  loss on the completion only
