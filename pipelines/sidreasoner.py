@@ -1,23 +1,118 @@
-"""The SIDReasoner DAG: one definition for the cluster and for `kfp.local`."""
+"""The SIDReasoner DAG: one definition for the cluster and for `kfp.local`.
+
+data -> sids -> enrich -> align -> coldstart -> grpo -> evaluate -> finish, with the
+baselines beside the model. `kfp.local` ignores the placement (GPUs, secrets, retries).
+"""
+from typing import List
+
 from kfp import dsl
 
-from components.data import data_op
-from components.tracking import start_tracking_op
+from components.align import align_op
+from components.data import data_op, merge_datasets_op
+from components.enrich import enrich_op
+from components.evaluation import baselines_op, evaluate_op
+from components.reasoning import coldstart_op, grpo_op
+from components.sids import sids_op
+from components.tracking import finish_op, start_tracking_op
+from pipelines import placement
 
 PIPELINE_NAME = "sidreasoner"
+CROSS_DOMAIN_NAME = "sidreasoner-cross-domain"
+TRAIN_GPUS = 1  # per training step; >1 makes the step launch accelerate + DeepSpeed (config `num_gpus`)
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="SIDReasoner: SIDs -> enrichment -> alignment -> reasoning -> evaluation")
+def _model_stages(dataset, config_json, model_ref, teacher_base_url, teacher_model, coldstart_max_steps,
+                  grpo_max_steps, grpo_num_generations, tracking_uri, parent_run_id, model_name, model_alias):
+    """Everything after the dataset: shared by the single-category and cross-domain pipelines."""
+    track = dict(tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+    sids = sids_op(dataset=dataset, config_json=config_json, **track).set_display_name("semantic-ids")
+    placement.cpu_resources(sids, cpu="4", memory="16Gi")
+
+    enrich = enrich_op(dataset=dataset, sids=sids.outputs["sids"], config_json=config_json,
+                       teacher_base_url=teacher_base_url, teacher_model=teacher_model, **track)
+    enrich.set_display_name("teacher-enrichment")
+    placement.remote_service(enrich)
+    placement.with_secrets(enrich, teacher=True)
+
+    align = align_op(dataset=dataset, sids=sids.outputs["sids"], corpus=enrich.outputs["corpus"],
+                     config_json=config_json, model_ref=model_ref, **track).set_display_name("sid-alignment")
+    coldstart = coldstart_op(aligned_model=align.outputs["aligned_model"], dataset=dataset, sids=sids.outputs["sids"],
+                             corpus=enrich.outputs["corpus"], config_json=config_json,
+                             max_steps=coldstart_max_steps, **track).set_display_name("cold-start")
+    grpo = grpo_op(model_in=coldstart.outputs["model"], dataset=dataset, sids=sids.outputs["sids"],
+                   config_json=config_json, max_steps=grpo_max_steps, num_generations=grpo_num_generations,
+                   **track).set_display_name("grpo")
+    for task in (align, coldstart, grpo):
+        placement.gpu_training(task, count=TRAIN_GPUS)
+        placement.with_secrets(task)
+
+    baselines = baselines_op(dataset=dataset, config_json=config_json, **track).set_display_name("baselines")
+    evaluate = evaluate_op(dataset=dataset, sids=sids.outputs["sids"], model=grpo.outputs["model"],
+                           baselines=baselines.outputs["baselines"], config_json=config_json,
+                           **track).set_display_name("evaluation")
+    placement.gpu_training(evaluate, count=1)
+    finish = finish_op(model=grpo.outputs["model"], evaluation=evaluate.outputs["evaluation"],
+                       model_name=model_name, alias=model_alias, **track).set_display_name("register-model")
+    for task in (sids, baselines, evaluate, finish):
+        placement.with_secrets(task)  # object-store credentials (training steps and enrich got theirs above)
+    placement.caching(finish, enabled=False)
+    return evaluate
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="SIDReasoner: data -> SIDs -> enrichment -> alignment -> cold-start -> GRPO -> evaluation")
 def sidreasoner_pipeline(
     data_uri: str,
     category: str = "",
     config_json: str = "{}",
+    model_ref: str = "",
+    teacher_base_url: str = "",
+    teacher_model: str = "",
+    coldstart_max_steps: int = 0,
+    grpo_max_steps: int = 0,
+    grpo_num_generations: int = 0,
     tracking_uri: str = "",
     experiment: str = "sidreasoner",
+    model_name: str = "sidreasoner",
+    model_alias: str = "candidate",
 ):
+    """Parameters left empty/0 take the value of `config_json` (a preset's JSON) or its default."""
     tracking = start_tracking_op(tracking_uri=tracking_uri, experiment=experiment,
                                  kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, category=category)
-    tracking.set_caching_options(False)
+    tracking.set_display_name("start-tracking")
+    placement.caching(tracking, enabled=False)
     data = data_op(data_uri=data_uri, config_json=config_json, category=category,
-                   tracking_uri=tracking_uri, parent_run_id=tracking.output)
-    data.set_display_name("data")
+                   tracking_uri=tracking_uri, parent_run_id=tracking.output).set_display_name("data")
+    placement.with_secrets(data)
+    _model_stages(data.outputs["dataset"], config_json, model_ref, teacher_base_url, teacher_model,
+                  coldstart_max_steps, grpo_max_steps, grpo_num_generations, tracking_uri, tracking.output,
+                  model_name, model_alias)
+
+
+@dsl.pipeline(name=CROSS_DOMAIN_NAME,
+              description="Cross-domain SIDReasoner: several categories quantized into one SID space (SPEC §7)")
+def cross_domain_pipeline(
+    data_uris: List[str],
+    config_json: str = "{}",
+    model_ref: str = "",
+    teacher_base_url: str = "",
+    teacher_model: str = "",
+    coldstart_max_steps: int = 0,
+    grpo_max_steps: int = 0,
+    grpo_num_generations: int = 0,
+    tracking_uri: str = "",
+    experiment: str = "sidreasoner-cross-domain",
+    model_name: str = "sidreasoner-cross-domain",
+    model_alias: str = "candidate",
+):
+    tracking = start_tracking_op(tracking_uri=tracking_uri, experiment=experiment,
+                                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, category="cross-domain")
+    placement.caching(tracking, enabled=False)
+    with dsl.ParallelFor(items=data_uris) as uri:
+        data = data_op(data_uri=uri, config_json=config_json, tracking_uri=tracking_uri,
+                       parent_run_id=tracking.output).set_display_name("data")
+        placement.with_secrets(data)
+    merged = merge_datasets_op(datasets=dsl.Collected(data.outputs["dataset"])).set_display_name("merge-categories")
+    _model_stages(merged.outputs["merged"], config_json, model_ref, teacher_base_url, teacher_model,
+                  coldstart_max_steps, grpo_max_steps, grpo_num_generations, tracking_uri, tracking.output,
+                  model_name, model_alias)
