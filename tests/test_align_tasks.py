@@ -42,6 +42,9 @@ def test_every_task_template_renders_from_the_sample(pools):
     model, tok = load_model(TINY)
     add_sid_tokens(tok, model, sidlib.vocabulary(3, 256))
     sids = set(sid_by_item.values())
+    for s in sids:  # every catalogue SID is exactly its 3 tokens, and decodes back
+        enc = tok(s, add_special_tokens=False)["input_ids"]
+        assert tok.convert_ids_to_tokens(enc) == sidlib.tokens_of(s) and tok.decode(enc) == s
     for task, (train, evals) in pools.items():
         assert train and evals, task
         for rec in train[:20] + evals[:5]:
