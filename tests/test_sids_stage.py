@@ -171,3 +171,21 @@ def test_component_python_func(sample_dataset, sample_embeddings, tmp_path):
     assert metrics.metadata["shared_sids_after"] == 0 and metrics.metadata["items"] == 400
     assert len(Catalogue.from_artifact(sids.path)) == 400
     assert json.loads((tmp_path / "sids" / "manifest.json").read_text())["kind"] == "sids"
+
+
+def test_step_logs_to_mlflow(sample_dataset, sample_embeddings, tmp_path):
+    import mlflow
+
+    from sidreasoner_core.sids.stage import step
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = json.dumps({"sids": {"embeddings": sample_embeddings, "epochs": 4}})
+    metrics = step(cfg, str(sample_dataset.path), str(tmp_path / "sids"), tracking_uri=uri, seed=3)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs(["0"])
+    assert run.data.params["seed"] == "3" and run.data.params["levels"] == "3"
+    assert run.data.metrics["shared_sids_after"] == metrics["shared_sids_after"] == 0
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2, 3, 3]
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "sids")}
+    assert {"sids/metrics.json", "sids/history.json"} <= logged
+    assert str(sample_dataset.path) in run.inputs.dataset_inputs[0].dataset.source

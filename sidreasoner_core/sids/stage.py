@@ -218,5 +218,10 @@ def step(config_json: str, dataset_uri: str, out: str, tracking_uri: str = "", p
         art = run(config, dataset, out)
         metrics = {k: v for k, v in art.manifest["metrics"].items() if isinstance(v, (int, float))}
         tracker.log_metrics(metrics)
-        tracker.log_output(art, files=(METRICS_FILE,))
+        if tracker.active and (art.path / HISTORY_FILE).exists():  # the training curve, at most ~50 points
+            history = json.loads((art.path / HISTORY_FILE).read_text())
+            every = max(1, len(history) // 50)
+            for row in history[::every] + history[-1:]:
+                tracker.log_metrics({f"train_{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        tracker.log_output(art, files=(METRICS_FILE, HISTORY_FILE))
     return metrics
