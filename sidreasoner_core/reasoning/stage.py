@@ -98,6 +98,7 @@ def curves_markdown(rows: list[dict], keys: tuple[str, ...], title: str) -> str:
 
 
 GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
+                   "sid/parsed_share", "reasoning/think_closed_share", "completions/clipped_ratio",
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
                    "eval/reasoning_tokens")
 COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss")
