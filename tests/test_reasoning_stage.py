@@ -49,6 +49,11 @@ def test_coldstart_rows_format(inputs):
     first = corpus.iloc[0]
     assert recs[0]["completion"][0]["content"] == f"<think>\n{first['reasoning']}\n</think>\n\n{first['target_sid']}"
     assert "Let's think step by step" in recs[0]["prompt"][0]["content"]
+    few = coldstart.records(corpus, inputs["sid_by_item"], ColdStartConfig(max_samples=3, max_reasoning_words=3))
+    assert len(few) == 3
+    for rec in few:  # reasoning cut to 3 words
+        text = rec["completion"][0]["content"]
+        assert text.startswith("<think>\nI bought <a_") and len(text.split("\n")[1].split()) == 3
 
 
 def test_coldstart_component(inputs, tmp_path):

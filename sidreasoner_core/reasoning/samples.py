@@ -101,9 +101,10 @@ def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt:
         raise ReasoningDataError(f"{source}: no reasoning traces with status 'ok'")
     if "user_id" not in ok.columns:
         ok = ok.assign(user_id="")
-    rows = sid_rows(ok, sid_by_item, prompt, max_samples, seed, source)
-    texts = ok if max_samples is None or len(ok) <= max_samples else ok.sample(n=max_samples, random_state=seed).sort_index()
-    for row, reasoning_text in zip(rows, texts["reasoning"]):
+    if max_samples is not None and len(ok) > max_samples:
+        ok = ok.sample(n=max_samples, random_state=seed).sort_index()
+    rows = sid_rows(ok, sid_by_item, prompt, None, seed, source)
+    for row, reasoning_text in zip(rows, ok["reasoning"]):
         row["completion"] = [{"role": "assistant",
                                "content": prompts.thinking_response(shorten(reasoning_text, max_reasoning_words),
                                                                     row["target_sid"])}]
