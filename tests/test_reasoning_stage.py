@@ -103,7 +103,7 @@ def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
     assert "reward" in by_step[1] and "sid/valid_share" in by_step[1]
     m = art.manifest["metrics"]
     assert m["train_steps"] == 2 and "reward_first" in m and "eval_recall_at_10_last" in m
-    assert "eval/recall@10" in (art.path / CURVES_MD).read_text()
+    assert "eval/recall@10" in (art.path / CURVES_MD).read_text() and (art.path / "curves.png").is_file()
     assert metrics.metadata["train_steps"] == 2
     assert not (tmp_path / ".grpo.work").exists()  # checkpoints removed once published
     # the curves reached MLflow step by step (names made MLflow-safe)

@@ -7,6 +7,7 @@ Both write a "model" artifact:
   curves.jsonl     every logged value by step (GRPO: reward and its parts, KL, lengths, valid-SID
                    share, Recall@10 on a fixed validation subset; cold-start: loss, lr)
   curves.md        the curves as a small Markdown table (the pipeline's report output)
+  curves.png       the headline curves plotted against the step (paper Figure 6 style)
 Checkpoints live in a work directory beside the output (`<out>.work`, or `work_dir`): a killed run
 resumes from its last checkpoint, and the directory is removed once the artifact is published.
 """
@@ -97,6 +98,36 @@ def curves_markdown(rows: list[dict], keys: tuple[str, ...], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_curves(rows: list[dict], panels: tuple[tuple[str, ...], ...], path: Path, title: str) -> bool:
+    """One small panel per group of keys against the step (paper Figure 6 style); False if nothing to plot."""
+    panels = tuple(p for p in panels if any(k in r for r in rows for k in p))
+    if not panels:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, keys in zip(axes[0], panels):
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=key)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean"),
+               ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
+COLDSTART_PANELS = (("loss",),)
+CURVES_PNG = "curves.png"
+
 GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
                    "sid/parsed_share", "reasoning/think_closed_share", "completions/clipped_ratio",
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
@@ -105,7 +136,8 @@ COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accura
 
 
 def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_src, sid_tokens: dict,
-             metrics: dict, curves: CurveLog, curve_keys: tuple[str, ...], title: str) -> Artifact:
+             metrics: dict, curves: CurveLog, curve_keys: tuple[str, ...], title: str,
+             panels: tuple[tuple[str, ...], ...] = ()) -> Artifact:
     rows = curves.rows()
     with write_artifact(out, kind=KIND, config=config, parents=parents, extra={**extra, "metrics": metrics}) as d:
         if isinstance(model_src, (str, Path)):
@@ -119,6 +151,7 @@ def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         (d / CURVES_MD).write_text(curves_markdown(rows, curve_keys, title))
+        plot_curves(rows, panels, d / CURVES_PNG, title)
     return open_artifact(out, kind=KIND)
 
 
@@ -146,7 +179,7 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
                **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
     parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
-                   curves, COLDSTART_CURVE_KEYS, "Cold-start activation")
+                   curves, COLDSTART_CURVE_KEYS, "Cold-start activation", COLDSTART_PANELS)
     shutil.rmtree(work, ignore_errors=True)
     log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
@@ -214,7 +247,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
     parents = [a for a in (model_in, dataset, sids) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, work / "final", None,
-                   _sid_tokens(model_in, sid_by_item), metrics, curves, GRPO_CURVE_KEYS, "GRPO")
+                   _sid_tokens(model_in, sid_by_item), metrics, curves, GRPO_CURVE_KEYS, "GRPO", GRPO_PANELS)
     shutil.rmtree(work, ignore_errors=True)
     log.info("grpo metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
@@ -253,7 +286,7 @@ def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri:
         art = run_coldstart(config, model_in, dataset, sids, corpus, out, tracker=tracker)
         metrics = art.manifest["metrics"]
         tracker.log_metrics({mlflow_name(f"final_{k}"): v for k, v in metrics.items()})
-        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
+        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD, CURVES_PNG))
     return metrics
 
 
@@ -275,7 +308,7 @@ def grpo_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str,
         art = run_grpo(config, model_in, dataset, sids, out, tracker=tracker)
         metrics = art.manifest["metrics"]
         tracker.log_metrics({mlflow_name(f"final_{k}"): v for k, v in metrics.items()})
-        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD))
+        tracker.log_output(art, files=(METRICS_FILE, CURVES_FILE, CURVES_MD, CURVES_PNG))
     return metrics
 
 
