@@ -1,10 +1,15 @@
-"""The whole pipeline through kfp.local (SubprocessRunner) on the shipped sample."""
+"""The whole pipeline through kfp.local (SubprocessRunner) on the shipped sample, with the
+smoke preset (tiny random Qwen3, minimal budgets): every stage runs, every artifact verifies,
+MLflow holds the parent run, one nested run per stage and the registered model."""
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from sidreasoner_core.artifacts import open_artifact
+
+STAGES = {"data", "sids", "enrich", "align", "coldstart", "grpo", "baselines", "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -12,26 +17,54 @@ def local_run(tmp_path_factory):
     from pipelines.local import run_local
 
     out = tmp_path_factory.mktemp("runs")
-    return run_local(config="default", out_dir=out)
+    return run_local(config="smoke", out_dir=out)
 
 
-def test_local_pipeline_writes_verified_artifacts(local_run):
-    arts = local_run["artifacts"]
-    data = next(v for k, v in arts.items() if k.startswith("data-op/"))
-    dataset = open_artifact(data["path"], kind="dataset")
-    assert dataset.manifest["stats"]["items"] == 400
+def _artifact(run, task_output):
+    return open_artifact(run["artifacts"][task_output]["path"])
+
+
+def test_every_stage_publishes_a_verified_artifact(local_run):
+    kinds = {k: v["kind"] for k, v in local_run["artifacts"].items()}
+    assert kinds == {"data-op/dataset": "dataset", "sids-op/sids": "sids", "enrich-op/corpus": "corpus",
+                     "align-op/aligned_model": "model", "coldstart-op/model": "model", "grpo-op/model": "model",
+                     "baselines-op/baselines": "baselines", "evaluate-op/evaluation": "evaluation"}
+    dataset = _artifact(local_run, "data-op/dataset")
     assert dataset.manifest["stats"]["samples"] == {"train": 249, "valid": 103, "test": 123}
-    summary = json.loads((__import__("pathlib").Path(local_run["run_dir"]) / "summary.json").read_text())
-    assert summary["artifacts"] == arts
+    # lineage inside the artifacts: each model names the model it was trained from
+    grpo, coldstart = _artifact(local_run, "grpo-op/model"), _artifact(local_run, "coldstart-op/model")
+    assert coldstart.uri in [p["uri"] for p in grpo.manifest["parents"]]
+    summary = json.loads((Path(local_run["run_dir"]) / "summary.json").read_text())
+    assert summary["artifacts"] == local_run["artifacts"]
+    assert any(r.endswith("report.md") for r in local_run["reports"])
 
 
-def test_local_pipeline_tracks_parent_and_stage_runs(local_run):
+def test_evaluation_ranks_only_catalogue_items(local_run):
+    evaluation = _artifact(local_run, "evaluate-op/evaluation")
+    metrics = json.loads((evaluation.path / "metrics.json").read_text())
+    assert metrics["direct"]["n"] == 16 and metrics["direct"]["invalid"] == 0
+    assert metrics["thinking"]["invalid"] == 0
+    import pyarrow.parquet as pq
+
+    preds = pq.read_table(evaluation.path / "predictions.parquet").to_pandas()
+    catalogue = set(pq.read_table(_artifact(local_run, "sids-op/sids").path / "sids.parquet").column("sid").to_pylist())
+    assert len(preds) == 16 + 4
+    assert all(len(r) == 10 and set(r) <= catalogue for r in preds["ranked_sids"])
+
+
+def test_mlflow_parent_nested_runs_and_registered_model(local_run):
     client = mlflow.MlflowClient(tracking_uri=local_run["tracking_uri"])
     exp = client.get_experiment_by_name("sidreasoner")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].data.tags["kfp.run_id"]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
     stages = {r.data.tags["sidreasoner.stage"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert "data" in stages
-    assert stages["data"].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert set(stages) == STAGES
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in stages.values())
     assert stages["data"].data.metrics["items"] == 400
+    assert stages["align"].data.params  # the stage config as params
+    version = client.get_model_version_by_alias("sidreasoner", "candidate")
+    assert version.run_id == parent.info.run_id
+    assert Path(version.source, "config.json").exists()
