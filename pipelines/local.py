@@ -16,14 +16,14 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     """Run the whole pipeline locally; returns a summary (paths of outputs, tracking URI)."""
     from kfp import local
 
-    from sidreasoner_core.config import load_mapping
+    from sidreasoner_core.stages import validate_pipeline_config
     from pipelines.sidreasoner import sidreasoner_pipeline
 
     out = Path(out_dir).resolve() / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
-    config_json = json.dumps(load_mapping(config))
+    config_json = json.dumps(validate_pipeline_config(config, name=str(config)))
     root = out / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     started = time.time()
