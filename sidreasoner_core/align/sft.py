@@ -148,17 +148,26 @@ def split_by_task(records: Iterable[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def build_dataset(records: Sequence[dict], tok, task_index: dict[str, int], desc: str = "tokenize"):
-    """A datasets.Dataset of input_ids / completion_mask / task_id (tqdm progress)."""
+def build_dataset(records: Sequence[dict], tok, task_index: dict[str, int], desc: str = "tokenize",
+                  max_length: int | None = None):
+    """A datasets.Dataset of input_ids / completion_mask / task_id (tqdm progress). Rows whose
+    response starts beyond `max_length` would train on nothing after truncation: they are dropped."""
     from datasets import Dataset
     from tqdm.auto import tqdm
 
     rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task_id": []}
+    dropped = 0
     for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 2000)):
         ids, mask = tokenize_record(rec, tok, i)
+        if max_length is not None and not any(mask[:max_length]):
+            dropped += 1
+            continue
         rows["input_ids"].append(ids)
         rows["completion_mask"].append(mask)
         rows["task_id"].append(task_index[rec.get("task") or DEFAULT_TASK])
+    if dropped:
+        log.warning("%s: %d of %d records dropped (prompt alone fills max_length=%s)", desc, dropped, len(records),
+                    max_length)
     return Dataset.from_dict(rows)
 
 
@@ -365,15 +374,22 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
     model, tok, added = _load(model, tokenizer, sid_tokens, opts.seed)
     tasks = sorted(split_by_task(train_list + eval_list))
     index = {t: i for i, t in enumerate(tasks)}
-    train_ds = build_dataset(train_list, tok, index, "tokenize train")
-    eval_by_task = {t: build_dataset(rs, tok, index, f"tokenize eval {t}") for t, rs in split_by_task(eval_list).items()}
+    train_ds = build_dataset(train_list, tok, index, "tokenize train", opts.max_length)
+    if len(train_ds) == 0:
+        raise SFTDataError(f"no training record fits max_length={opts.max_length} (every prompt fills it)")
+    eval_by_task = {t: build_dataset(rs, tok, index, f"tokenize eval {t}", opts.max_length)
+                    for t, rs in split_by_task(eval_list).items()}
+    eval_by_task = {t: ds for t, ds in eval_by_task.items() if len(ds)}
 
     metric = None
     if eval_by_task:
-        if early_stopping_task:
-            if early_stopping_task not in eval_by_task:
+        if early_stopping_task and early_stopping_task not in eval_by_task:
+            if early_stopping_task not in split_by_task(eval_list):
                 raise SFTDataError(f"early_stopping_task {early_stopping_task!r} has no validation records "
                                    f"(validation tasks: {sorted(eval_by_task)})")
+            log.warning("early stopping off: no %s validation record fits max_length=%d",
+                        early_stopping_task, opts.max_length)
+        elif early_stopping_task:
             metric = f"eval_{early_stopping_task}_loss"
         elif len(eval_by_task) == 1:
             metric = f"eval_{next(iter(eval_by_task))}_loss"
