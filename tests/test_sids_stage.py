@@ -189,3 +189,18 @@ def test_step_logs_to_mlflow(sample_dataset, sample_embeddings, tmp_path):
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "sids")}
     assert {"sids/metrics.json", "sids/history.json"} <= logged
     assert str(sample_dataset.path) in run.inputs.dataset_inputs[0].dataset.source
+
+
+def test_encoder_from_s3_matches_local(moto_server, s3_bucket, tmp_path, monkeypatch):
+    from sidreasoner_core.sids.embed import encode, resolve_encoder
+    from sidreasoner_core.storage import upload_dir
+
+    monkeypatch.setenv("SIDREASONER_CACHE", str(tmp_path / "cache"))
+    local = resolve_encoder("all-minilm-l6-v2")
+    upload_dir(local, f"s3://{s3_bucket}/encoders/minilm")
+    texts = ["Digital caliper, 6 inch. Brand: Neiko.", "Nitrile gloves, large, box of 100."]
+    via_s3 = encode(texts, f"s3://{s3_bucket}/encoders/minilm", progress=False, max_seq_length=32)
+    assert resolve_encoder(f"s3://{s3_bucket}/encoders/minilm").is_relative_to(tmp_path / "cache")
+    np.testing.assert_allclose(via_s3, encode(texts, str(local), progress=False, max_seq_length=32), atol=1e-6)
+    with pytest.raises(SidsError, match="encoder"):
+        resolve_encoder(str(tmp_path / "no-such-encoder"))
