@@ -126,3 +126,14 @@ def test_killed_run_resumes_from_checkpoint_with_same_step_count(tmp_path):
     assert resumed.global_step == full.global_step == 6
     last = lambda r: [h["loss"] for h in r.log_history if "loss" in h][-1]  # noqa: E731
     assert last(resumed) == pytest.approx(last(full), rel=1e-3)
+
+
+def test_prompts_filling_max_length_are_dropped_not_trained_on(tmp_path):
+    long = {"task": "long", "prompt": [{"role": "user", "content": "steel kit " * 40}], "completion": "<a_1><b_1><c_1>"}
+    trainer, _ = build_trainer(TINY, planted() + [long], planted()[:1] + [long], opts(max_length=48), tmp_path,
+                               sid_tokens=sidlib.vocabulary(LEVELS, CODES), early_stopping_task="long")
+    assert len(trainer.train_dataset) == len(planted())
+    assert set(trainer.eval_dataset) == {"title_to_sid"}  # the emptied task is not evaluated
+    assert trainer.args.metric_for_best_model is None  # and cannot drive early stopping
+    with pytest.raises(SFTDataError, match="no training record fits max_length=48"):
+        build_trainer(TINY, [long], None, opts(max_length=48), tmp_path)
