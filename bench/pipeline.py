@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,22 +54,63 @@ def tree_rss(proc: psutil.Process) -> tuple[int, int, int]:
     return total, biggest, len(procs)
 
 
-def run_measured(cmd: list[str], log_path: Path, interval: float, env: dict) -> dict:
+def stop_tree(proc: psutil.Process) -> None:
+    """End the run we started and every process under it (kfp.local step subprocesses)."""
+    try:
+        procs = proc.children(recursive=True) + [proc]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def run_measured(cmd: list[str], log_path: Path, interval: float, env: dict, timeout_s: float | None = None) -> dict:
     started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        proc = psutil.Process(child.pid)
-        peak_total = peak_single = max_procs = 0
-        while child.poll() is None:
-            total, biggest, count = tree_rss(proc)
-            peak_total, peak_single = max(peak_total, total), max(peak_single, biggest)
-            max_procs = max(max_procs, count)
-            time.sleep(interval)
+    timed_out = False
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # `timeout`/CI cancel: take the tree down too
+    try:
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            proc = psutil.Process(child.pid)
+            peak_total = peak_single = max_procs = 0
+            try:
+                while child.poll() is None:
+                    total, biggest, count = tree_rss(proc)
+                    peak_total, peak_single = max(peak_total, total), max(peak_single, biggest)
+                    max_procs = max(max_procs, count)
+                    if timeout_s and time.perf_counter() - started > timeout_s:
+                        timed_out = True
+                        stop_tree(proc)
+                        break
+                    time.sleep(interval)
+            except (KeyboardInterrupt, _Stopped):
+                stop_tree(proc)
+                raise
+            child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - started
     # The kernel's own high-water mark of the largest waited-for descendant (catches spikes between polls).
     kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return {"exit_code": child.returncode, "wall_s": wall, "peak_tree_rss": max(peak_total, kernel_peak),
-            "peak_single_rss": max(peak_single, kernel_peak), "max_processes": max_procs}
+            "peak_single_rss": max(peak_single, kernel_peak), "max_processes": max_procs, "timed_out": timed_out}
 
 
 def startup_baseline(env: dict) -> float:
@@ -104,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="input data (default: the shipped sample)")
     ap.add_argument("--out", default=None, help="run directory parent (default: a temp dir, removed)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory poll interval, seconds")
+    ap.add_argument("--timeout", type=float, default=2 * WALL_LIMIT_S,
+                    help="stop the run (and its process tree) after this many seconds (default: 2x the budget)")
     args = ap.parse_args(argv)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -117,11 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     baseline = startup_baseline(env)
     print(f"baseline: `sidreasoner --help` starts in {baseline:.1f} s", flush=True)
     print(f"running: {' '.join(cmd)}  (log: {out_dir / 'bench.log'})", flush=True)
-    measured = run_measured(cmd, out_dir / "bench.log", args.interval, env)
+    measured = run_measured(cmd, out_dir / "bench.log", args.interval, env, timeout_s=args.timeout)
     result = outcome(out_dir)
     wall, peak_gb = measured["wall_s"], measured["peak_tree_rss"] / GB
     wall_ok, mem_ok = wall <= WALL_LIMIT_S, peak_gb <= MEM_LIMIT_GB
-    if measured["exit_code"] != 0:
+    if measured["timed_out"]:
+        print(f"STOPPED after {args.timeout:.0f} s (--timeout)")
+    elif measured["exit_code"] != 0:
         print(f"FAILED: exit code {measured['exit_code']}; last lines of the log:")
         print("\n".join((out_dir / "bench.log").read_text(errors="replace").splitlines()[-20:]))
     print(f"wall: {wall / 60:.1f} min  (<= {WALL_LIMIT_S // 60} min: {'yes' if wall_ok else 'NO'})")
@@ -130,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reports: {len(result['reports'])}; registered models: {result['registered_models'] or 'none'}")
     figures = {
         "bench": "pipeline", "config": args.config, "exit_code": measured["exit_code"],
+        "timed_out": measured["timed_out"],
         "wall_s": round(wall, 1), "wall_limit_s": WALL_LIMIT_S, "wall_ok": wall_ok,
         "peak_rss_gb": round(peak_gb, 3), "peak_single_rss_gb": round(measured["peak_single_rss"] / GB, 3),
         "mem_limit_gb": MEM_LIMIT_GB, "mem_ok": mem_ok, "max_processes": measured["max_processes"],
@@ -137,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "artifacts": result["artifacts"], "reports": len(result["reports"]),
         "registered_models": [m.get("name") for m in result["registered_models"] if "name" in m],
         "has_report": bool(result["reports"]), "has_registered_model": any("name" in m for m in result["registered_models"]),
-        "ok": measured["exit_code"] == 0 and wall_ok and mem_ok,
+        "ok": measured["exit_code"] == 0 and not measured["timed_out"] and wall_ok and mem_ok,
     }
     if not keep:
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -32,3 +32,16 @@ def test_outcome_reads_the_run_summary(tmp_path):
     (run / "summary.json").write_text('{"tracking_uri": "", "reports": ["r.html"], "artifacts": {"a/b": {}}}')
     result = bench.outcome(tmp_path)
     assert result["reports"] == ["r.html"] and result["artifacts"] == 1 and result["registered_models"] == []
+
+
+def test_timeout_stops_the_whole_tree(tmp_path):
+    import psutil
+
+    bench = load_bench()
+    marker = tmp_path / "grandchild.pid"
+    grandchild = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    cmd = [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"]
+    measured = bench.run_measured(cmd, tmp_path / "log.txt", interval=0.1, env={}, timeout_s=3)
+    assert measured["timed_out"]
+    pid = int(marker.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
