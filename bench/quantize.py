@@ -181,7 +181,7 @@ def whole_stage() -> dict:
         ds = data_run(DataConfig(), INDUSTRIAL, Path(tmp) / "dataset")
         with PeakRSS() as mem:
             t0, c0 = time.perf_counter(), cpu_seconds()
-            art = sids_run(SidsConfig(), ds, Path(tmp) / "sids", progress=False)
+            art = sids_run(SidsConfig(cache_embeddings=False), ds, Path(tmp) / "sids", progress=False)
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     m = art.manifest["metrics"]
     return {"items": m["items"], "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),

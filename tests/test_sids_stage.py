@@ -204,3 +204,24 @@ def test_encoder_from_s3_matches_local(moto_server, s3_bucket, tmp_path, monkeyp
     np.testing.assert_allclose(via_s3, encode(texts, str(local), progress=False, max_seq_length=32), atol=1e-6)
     with pytest.raises(SidsError, match="encoder"):
         resolve_encoder(str(tmp_path / "no-such-encoder"))
+
+
+def test_embedding_cache_skips_the_encoder_on_rerun(tmp_path, monkeypatch):
+    from sidreasoner_core.sids import embed
+
+    monkeypatch.setenv("SIDREASONER_CACHE", str(tmp_path / "cache"))
+    items = [{"item_id": f"i{i}", "title": f"Hex key set, {i} pieces"} for i in range(5)]
+    ds = make_dataset(tmp_path / "ds", items)
+    cfg = SidsConfig(**{**FAST, "cache_embeddings": True, "epochs": 1})
+    first = run(cfg, ds, tmp_path / "a", progress=False)
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 1
+
+    def no_encoder(*a, **k):
+        raise AssertionError("encoder called despite a cached result")
+
+    monkeypatch.setattr(embed, "encode", no_encoder)
+    second = run(cfg, ds, tmp_path / "b", progress=False)
+    assert np.array_equal(np.load(first.path / "embeddings.npy"), np.load(second.path / "embeddings.npy"))
+    changed = make_dataset(tmp_path / "ds2", [{**items[0], "title": "Something else"}, *items[1:]])
+    with pytest.raises(AssertionError, match="encoder called"):  # other text: a cache miss
+        run(cfg, changed, tmp_path / "c", progress=False)

@@ -38,6 +38,8 @@ class SidsConfig(StageConfig):
         "auto", description="auto: bfloat16 on CUDA or on CPUs with native bf16 (about 2x faster, cosine > 0.99 "
                             "to float32), else float32")
     encode_batch_size: int = Field(64, ge=1)
+    cache_embeddings: bool = Field(True, description="reuse embeddings of identical texts + encoder settings from "
+                                                     "$SIDREASONER_CACHE/embeddings (re-runs skip the encoder)")
     normalize_embeddings: bool = Field(True, description="L2-normalise embeddings (cosine geometry)")
     device: str = Field("cpu", description="torch device for encoding and the RQ-VAE (cpu, cuda)")
     num_threads: int = Field(1, ge=0, description="torch CPU threads during the stage (0: torch default). 1 keeps "

@@ -1,7 +1,10 @@
 """Item text -> sentence embedding (or precomputed embeddings, validated)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -158,6 +161,32 @@ def embed_items(config: SidsConfig, items: pd.DataFrame, progress: bool = True) 
             emb = emb / np.maximum(norms, 1e-12)
         return emb
     texts = item_texts(items, config.text_fields, config.max_text_chars)
+    dtype = pick_dtype(config.encoder_dtype, config.device)
+    cached = _cache_path(config, texts, dtype) if config.cache_embeddings else None
+    if cached is not None and cached.is_file():
+        emb = np.load(cached, allow_pickle=False)
+        if emb.shape[0] == len(texts):
+            log.info("embeddings from cache %s", cached)
+            return check_embeddings(emb, ids, config.embedding_dim, str(cached))
     emb = encode(texts, config.encoder, config.encode_batch_size, config.normalize_embeddings,
-                 config.device, progress, config.max_seq_length, pick_dtype(config.encoder_dtype, config.device))
-    return check_embeddings(emb, ids, config.embedding_dim, f"encoder {config.encoder}")
+                 config.device, progress, config.max_seq_length, dtype)
+    emb = check_embeddings(emb, ids, config.embedding_dim, f"encoder {config.encoder}")
+    if cached is not None:  # write-then-rename: a concurrent reader never sees half a file
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_name(f".{cached.name}.{os.getpid()}.npy")
+        np.save(part, emb)
+        os.replace(part, cached)
+    return emb
+
+
+def _cache_path(config: SidsConfig, texts: list[str], dtype: str) -> Path:
+    """Cache key: every input that changes the vectors (texts, encoder and its settings)."""
+    from ..models import cache_root
+
+    h = hashlib.sha256(json.dumps([config.encoder, str(resolve_encoder(config.encoder)) if "://" not in config.encoder
+                                   else "", config.max_seq_length, dtype, config.normalize_embeddings,
+                                   config.device]).encode())
+    for text in texts:
+        h.update(text.encode())
+        h.update(b"\0")
+    return cache_root() / "embeddings" / f"{h.hexdigest()[:32]}.npy"
