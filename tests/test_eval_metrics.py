@@ -40,7 +40,7 @@ def test_report_has_tables_and_inline_plots(tmp_path):
     md, page = render(tmp_path, "t", {"model": "m"}, {"main": rows}, [1, 10], [0.2, 0.4], [3, 5, 8],
                       [{"user_id": "u", "target_sid": "<a_1><b_1><c_1>", "rank": 0,
                         "ranked_sids": ["<a_1><b_1><c_1>"], "reasoning": "because"}], ["a note"])
-    assert "| model (direct) | 5 | 0.2000 | 0.2000 | 0.6000 | 0.4000 |" in md
+    assert "| model (direct) | 5 | 0 | 0.2000 | 0.2000 | 0.6000 | 0.4000 |" in md
     assert page.count("data:image/png;base64,") == 3 and "&lt;a_1&gt;" in page
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["best_of_n.png", "metrics_vs_k.png",
                                                                       "reasoning_length.png"]

@@ -62,7 +62,7 @@ def test_evaluate_component_with_a_model_artifact(sample_dataset, eval_sids, eva
     hits = (pred[pred["mode"] == "direct"]["rank"].between(0, 9)).mean()
     assert m["direct_recall_10"] == pytest.approx(hits)
     md = open(outs["report"].path).read()
-    assert "| popularity | 10 |" in md and "model (direct)" in md and "Best-of-N" in md
+    assert "| popularity | 10 | 0 |" in md and "model (direct)" in md and "Best-of-N" in md
     assert open(outs["report_html"].path).read().count("data:image/png;base64,") == 3
 
 

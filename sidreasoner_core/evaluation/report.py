@@ -18,8 +18,8 @@ def _fmt(v) -> str:
 
 
 def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> tuple[list[str], list[list[str]]]:
-    head = ["method", "n"] + [f"{m}@{k}" for k in ks for m in ("R", "N")]
-    body = [[name, str(int(m.get("n", 0)))] + [_fmt(m.get(f"{x}@{k}", float("nan")))
+    head = ["method", "n", "invalid"] + [f"{m}@{k}" for k in ks for m in ("R", "N")]
+    body = [[name, str(int(m.get("n", 0))), str(int(m.get("invalid", 0)))] + [_fmt(m.get(f"{x}@{k}", float("nan")))
                                                 for k in ks for x in ("recall", "ndcg")]
             for name, m in rows.items()]
     return head, body
