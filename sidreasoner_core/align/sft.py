@@ -326,7 +326,7 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
     return SFTConfig(**kwargs)
 
 
-def _load(model, tokenizer, sid_tokens, seed: int = 42):
+def _load(model, tokenizer, sid_tokens, seed: int = 42, init: str = "mean"):
     from transformers import set_seed
 
     from ..models import add_sid_tokens, load_model
@@ -339,7 +339,7 @@ def _load(model, tokenizer, sid_tokens, seed: int = 42):
         raise ValueError("train_sft: pass tokenizer= with an in-memory model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    added = add_sid_tokens(tokenizer, model, list(sid_tokens)) if sid_tokens else 0
+    added = add_sid_tokens(tokenizer, model, list(sid_tokens), mean_resizing=init == "mean") if sid_tokens else 0
     return model, tokenizer, added
 
 
@@ -371,7 +371,7 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
     not yet trained (in-process only; `train_sft` is the usual entry point)."""
     out_dir = Path(out_dir)
     train_list, eval_list = _records(train_records), _records(eval_records)
-    model, tok, added = _load(model, tokenizer, sid_tokens, opts.seed)
+    model, tok, added = _load(model, tokenizer, sid_tokens, opts.seed, opts.sid_embedding_init)
     tasks = sorted(split_by_task(train_list + eval_list))
     index = {t: i for i, t in enumerate(tasks)}
     train_ds = build_dataset(train_list, tok, index, "tokenize train", opts.max_length)
