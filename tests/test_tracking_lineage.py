@@ -17,32 +17,9 @@ SECRET = "sk-test-SECRET123"
 SECRET_ENV = ("OPENAI_API_KEY", "SIDREASONER_TEACHER_API_KEY")
 
 
-# The default preset with the tiny random model and one-step budgets: the lineage, not the
-# learning, is under test (keys not in a stage's section are left to the preset).
-TINY_OVERRIDES = {
-    "sids": {"epochs": 2, "max_seq_length": 32},
-    "align": {"model": "tiny-qwen3", "max_per_task": 4, "eval_max_per_task": 2, "gsm8k_eval_n": 1,
-              "gsm8k_max_new_tokens": 4, "train": {"max_steps": 1, "eval_steps": 1}},
-    "coldstart": {"max_samples": 4, "train": {"max_steps": 1}},
-    "grpo": {"max_steps": 1, "max_completion_length": 8, "eval_samples": 2, "num_generations": 2},
-    "evaluate": {"max_samples": 8, "thinking_samples": 2, "max_reasoning_tokens": 8, "best_of_n": 2,
-                 "best_of_n_samples": 2},
-    "baselines": {"sasrec": {"enabled": False}},
-}
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
-def tiny_config() -> dict:
-    from sidreasoner_core.config import load_mapping
-
-    preset = load_mapping("default")
-    return merge(preset, {k: v for k, v in TINY_OVERRIDES.items() if k in preset})
+# The smoke preset: every stage with the tiny random Qwen3 and minimal budgets; the lineage,
+# not the learning, is under test.
+PRESET = "smoke"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +30,7 @@ def lineage(mlflow_server, tmp_path_factory):  # noqa: F811
     os.environ.update({k: SECRET for k in SECRET_ENV})
     experiment = f"lineage-{uuid.uuid4().hex[:8]}"
     try:
-        summary = run_local(config=tiny_config(), out_dir=tmp_path_factory.mktemp("runs"),
+        summary = run_local(config=PRESET, out_dir=tmp_path_factory.mktemp("runs"),
                             tracking_uri=mlflow_server.url, experiment=experiment)
     finally:
         for k, v in saved.items():
@@ -167,3 +144,17 @@ def test_no_secret_in_params_tags_datasets_or_artifacts(lineage, mlflow_server, 
     for obj in objects:
         body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
         assert SECRET.encode() not in body, f"secret in s3://{bucket}/{obj['Key']}"
+
+
+def test_final_model_registered_with_alias_and_parent_closed(lineage, tmp_path, monkeypatch, mlflow_server):  # noqa: F811
+    client = lineage["client"]
+    parent = _parent(lineage["runs"])
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    version = client.get_model_version_by_alias("sidreasoner", "candidate")
+    assert version.run_id == parent.info.run_id and version.status == "READY"
+    assert version.source == f"runs:/{parent.info.run_id}/model"  # uploaded: the server refuses local paths
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_server.url)
+    got = mlflow.artifacts.download_artifacts(artifact_uri="models:/sidreasoner@candidate", dst_path=str(tmp_path))
+    files = {p.name for p in __import__("pathlib").Path(got).iterdir()}
+    assert "config.json" in files and any(f.endswith(".safetensors") for f in files)

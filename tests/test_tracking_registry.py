@@ -73,20 +73,3 @@ def test_register_local_model_dir_uploads_it_to_the_run(mlflow_server, tiny_mode
     with pytest.raises(FileNotFoundError):
         register_model(mlflow_server.url, run_id, str(tmp_path / "missing"), name)
 
-
-def test_register_model_component_python_func(tiny_model_dir, tmp_path):
-    """The component body, called with a kfp.dsl Model artifact and a local SQLite store."""
-    from kfp.dsl import Model
-
-    from components.registry import register_model_op
-    from sidreasoner_core.tracking import start_parent_run
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    parent = start_parent_run(uri, "registry-component", run_name="p", tags={"kfp.run_id": "r1"})
-    model = Model(name="model", uri=str(tiny_model_dir))
-    model_uri = register_model_op.python_func(model=model, tracking_uri=uri, parent_run_id=parent,
-                                              name="sidreasoner-test", alias="champion")
-    assert model_uri == "models:/sidreasoner-test@champion"
-    version = mlflow.MlflowClient(uri).get_model_version_by_alias("sidreasoner-test", "champion")
-    assert version.run_id == parent and version.tags["kfp.artifact_uri"] == str(tiny_model_dir)
-    assert register_model_op.python_func(model=model, tracking_uri="", parent_run_id="", name="x") == ""
