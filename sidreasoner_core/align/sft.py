@@ -326,7 +326,7 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
     return SFTConfig(**kwargs)
 
 
-def _load(model, tokenizer, sid_tokens, seed: int = 42, init: str = "mean"):
+def _load(model, tokenizer, sid_tokens, seed: int = 42, init: str = "random"):
     from transformers import set_seed
 
     from ..models import add_sid_tokens, load_model
