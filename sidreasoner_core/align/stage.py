@@ -126,6 +126,15 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     before = gsm8k_eval.evaluate(model, tok, gsm_rows, config.gsm8k_max_new_tokens, config.gsm8k_batch_size,
                                  desc="gsm8k before") if gsm_rows else None
     in_process = config.train.num_gpus == 1 and config.train.deepspeed == "none"
+    if not in_process:  # the launched workers need every GPU's memory: free this copy first
+        import gc
+
+        import torch
+
+        model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     tokens = vocabulary(levels, cpl)
     result = train_sft(model if in_process else ref, train, evals, config.train, work,
