@@ -188,3 +188,31 @@ def test_sigkilled_grpo_process_resumes(planted, tmp_path):
     grpo.worker_main(str(job))
     info = json.loads((ckpt / "grpo_result.json").read_text())
     assert info["resumed_from_step"] == killed_at and info["train_steps"] == 6
+
+
+def test_constraint_after_a_multi_token_close(planted):
+    """`</think>` as a token sequence (as in SmolLM2): the SID constraint starts after the sequence."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sidreasoner_core.evaluation.constrained import SIDTrie
+    from sidreasoner_core.reasoning.constrained import ThinkingSIDLogitsProcessor, whitespace_token_ids
+
+    tok = AutoTokenizer.from_pretrained(planted["model"])
+    cat = Catalogue({"x": "<a_1><b_2><c_3>", "y": "<a_1><b_0><c_3>"})
+    close = tok("ab", add_special_tokens=False)["input_ids"][:1] + tok("cd", add_special_tokens=False)["input_ids"][:1]
+    proc = ThinkingSIDLogitsProcessor(SIDTrie.build(list(cat.item_by_sid), tok), close, tok.eos_token_id,
+                                      whitespace_token_ids(tok))
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    vocab = tok.get_vocab()
+    scores = torch.zeros(1, len(tok))
+
+    def allowed(seq):
+        return {tok.convert_ids_to_tokens(i) for i in torch.nonzero(proc(torch.tensor([seq]), scores.clone())[0] > -1e9).flatten().tolist()}
+
+    prompt = ids("Which item")
+    assert len(allowed(prompt + [close[0]])) == len(tok)          # half a close: still reasoning
+    after_close = allowed(prompt + close)
+    assert "<a_1>" in after_close and "<a_0>" not in after_close and "<b_2>" not in after_close
+    assert allowed(prompt + close + [vocab["<a_1>"]]) == {"<b_0>", "<b_2>"}
+    assert allowed(prompt + close + [vocab["<a_1>"], vocab["<b_2>"], vocab["<c_3>"]]) == {tok.eos_token}

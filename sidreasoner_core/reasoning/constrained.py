@@ -2,9 +2,11 @@
 
 Built on the evaluation stage's compiled trie and its `TrieLogitsProcessor` (which constrains a
 SID that starts at a known position). During a rollout the SID starts wherever the row closed
-its reasoning, so this wrapper finds, per row, the `</think>` token and the whitespace after it,
+its reasoning, so this wrapper finds, per row, the `</think>` token(s) and the whitespace after it,
 then hands the row to the evaluation's processor with that start. Rows still reasoning are left
-untouched. The paper's reference runs did not constrain rollouts (hence off by default).
+untouched. `</think>` may be one token (Qwen3) or a short token sequence (SmolLM2): the row is matched against
+the tokenizer's own encoding of it. The paper's reference runs did not constrain rollouts (hence
+off by default).
 """
 from __future__ import annotations
 
@@ -15,9 +17,19 @@ from .rewards import THINK_CLOSE
 MAX_SEPARATOR_TOKENS = 2  # "\n\n" between </think> and the SID: at most this many whitespace tokens
 
 
-def _single_token_id(tokenizer, text: str) -> int | None:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None
+def close_token_ids(tokenizer) -> list[int]:
+    """The token ids of `</think>` (one id for Qwen3-style tokenizers, a short sequence otherwise)."""
+    return list(tokenizer(THINK_CLOSE, add_special_tokens=False)["input_ids"])
+
+
+def _last_match_end(row: torch.Tensor, pattern: torch.Tensor) -> int | None:
+    """Index just after the last occurrence of `pattern` in `row`, or None."""
+    n = pattern.numel()
+    if row.numel() < n:
+        return None
+    windows = row.unfold(0, n, 1)
+    hits = torch.nonzero((windows == pattern).all(dim=1)).flatten()
+    return int(hits.max()) + n if hits.numel() else None
 
 
 def whitespace_token_ids(tokenizer) -> list[int]:
@@ -33,10 +45,11 @@ def whitespace_token_ids(tokenizer) -> list[int]:
 class ThinkingSIDLogitsProcessor:
     """HF logits processor: unconstrained until `</think>`, then whitespace, then one catalogue SID, then EOS."""
 
-    def __init__(self, trie, close_id: int, eos_token_id: int, whitespace_ids: list[int]):
+    def __init__(self, trie, close_ids: list[int], eos_token_id: int, whitespace_ids: list[int]):
         from ..evaluation.constrained import TrieLogitsProcessor
 
-        self.trie, self.close_id, self.eos = trie, close_id, eos_token_id
+        self.trie, self.eos = trie, eos_token_id
+        self.close = torch.tensor(close_ids, dtype=torch.long)
         self.space = torch.tensor(whitespace_ids, dtype=torch.long)
         self._processor = TrieLogitsProcessor  # the evaluation's per-start processor
         self._level0 = trie.tokens[0]
@@ -45,12 +58,14 @@ class ThinkingSIDLogitsProcessor:
         if self.trie.tokens[0].device != scores.device:
             self.trie = self.trie.to(scores.device)
             self.space, self._level0 = self.space.to(scores.device), self.trie.tokens[0]
-        is_close = input_ids == self.close_id
-        if not is_close.any():
+            self.close = self.close.to(scores.device)
+        if not (input_ids == self.close[-1]).any():  # cheap pre-check: no row has closed its reasoning
             return scores
         out = scores.clone()
-        for row in torch.nonzero(is_close.any(dim=1)).flatten().tolist():
-            after = int(torch.nonzero(is_close[row]).max()) + 1
+        for row in range(input_ids.size(0)):
+            after = _last_match_end(input_ids[row], self.close)
+            if after is None:
+                continue
             tail = input_ids[row, after:]
             n_space = 0
             while n_space < tail.numel() and bool(torch.isin(tail[n_space], self.space)):
@@ -69,9 +84,6 @@ class ThinkingSIDLogitsProcessor:
 def thinking_sid_logits_processor(tokenizer, catalogue) -> ThinkingSIDLogitsProcessor:
     from ..evaluation.constrained import SIDTrie
 
-    close_id = _single_token_id(tokenizer, THINK_CLOSE)
-    if close_id is None:
-        raise ValueError(f"constrained_sid needs {THINK_CLOSE!r} as a single token of the tokenizer "
-                         "(add it as a token at alignment, as Qwen3 has it), or use_vllm with the regex")
     trie = SIDTrie.build(list(catalogue.item_by_sid), tokenizer)
-    return ThinkingSIDLogitsProcessor(trie, close_id, tokenizer.eos_token_id, whitespace_token_ids(tokenizer))
+    return ThinkingSIDLogitsProcessor(trie, close_token_ids(tokenizer), tokenizer.eos_token_id,
+                                      whitespace_token_ids(tokenizer))
