@@ -12,14 +12,10 @@ def coldstart_op(aligned_model: Input[Model], dataset: Input[Dataset], sids: Inp
     import shutil
     from pathlib import Path
 
-    from sidreasoner_core.config import section
     from sidreasoner_core.reasoning.stage import CURVES_MD, coldstart_step
 
-    overrides = {}
-    if max_steps > 0:
-        overrides["train"] = {**section(config_json, "coldstart").get("train", {}), "max_steps": max_steps}
     values = coldstart_step(config_json, aligned_model.path, dataset.path, sids.path, corpus.path, model.path,
-                            tracking_uri, parent_run_id, **overrides)
+                            tracking_uri, parent_run_id, max_steps=max_steps or None)
     for name, value in values.items():
         metrics.log_metric(name, value)
     shutil.copyfile(Path(model.path) / CURVES_MD, curves.path)

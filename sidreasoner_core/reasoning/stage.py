@@ -266,12 +266,17 @@ def _open_model(uri: str) -> Artifact | str:
 
 
 def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out: str,
-                   tracking_uri: str = "", parent_run_id: str = "", **overrides) -> dict:
-    """The pipeline step: config from the `coldstart` section (+ typed overrides), tracked in MLflow."""
+                   tracking_uri: str = "", parent_run_id: str = "", max_steps: int | None = None,
+                   **overrides) -> dict:
+    """The pipeline step: config from the `coldstart` section (+ typed overrides), tracked in MLflow.
+    `max_steps` (a pipeline knob) bounds the SFT; None/0 keeps the config's value."""
     from ..config import section
     from ..tracking import stage_run
 
-    config = ColdStartConfig.build(section(config_json, "coldstart"), source="config_json", **overrides)
+    data = section(config_json, "coldstart")
+    if max_steps:
+        data = {**data, "train": {**data.get("train", {}), "max_steps": max_steps}}
+    config = ColdStartConfig.build(data, source="config_json", **overrides)
     model_in = _open_model(model_uri)
     dataset = open_artifact(dataset_uri, kind=DATASET_KIND) if dataset_uri else None
     sids = open_artifact(sids_uri, kind=SIDS_KIND)
