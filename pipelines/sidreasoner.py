@@ -18,6 +18,8 @@ from pipelines import placement
 
 PIPELINE_NAME = "sidreasoner"
 CROSS_DOMAIN_NAME = "sidreasoner-cross-domain"
+# The in-cluster MLflow server of k8s/mlflow.yaml; `sidreasoner run` passes its local store instead.
+CLUSTER_TRACKING_URI = "http://mlflow.sidreasoner.svc.cluster.local:5000"
 TRAIN_GPUS = 1  # per training step; >1 makes the step launch accelerate + DeepSpeed (config `num_gpus`)
 
 
@@ -71,7 +73,7 @@ def sidreasoner_pipeline(
     coldstart_max_steps: int = 0,
     grpo_max_steps: int = 0,
     grpo_num_generations: int = 0,
-    tracking_uri: str = "",
+    tracking_uri: str = CLUSTER_TRACKING_URI,
     experiment: str = "sidreasoner",
     model_name: str = "sidreasoner",
     model_alias: str = "candidate",
@@ -100,7 +102,7 @@ def cross_domain_pipeline(
     coldstart_max_steps: int = 0,
     grpo_max_steps: int = 0,
     grpo_num_generations: int = 0,
-    tracking_uri: str = "",
+    tracking_uri: str = CLUSTER_TRACKING_URI,
     experiment: str = "sidreasoner-cross-domain",
     model_name: str = "sidreasoner-cross-domain",
     model_alias: str = "candidate",
