@@ -146,15 +146,21 @@ def test_no_secret_in_params_tags_datasets_or_artifacts(lineage, mlflow_server, 
         assert SECRET.encode() not in body, f"secret in s3://{bucket}/{obj['Key']}"
 
 
-def test_final_model_registered_with_alias_and_parent_closed(lineage, tmp_path, monkeypatch, mlflow_server):  # noqa: F811
+def test_final_model_registered_with_alias_and_parent_closed(lineage, tmp_path, mlflow_server):  # noqa: F811
     client = lineage["client"]
     parent = _parent(lineage["runs"])
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     version = client.get_model_version_by_alias("sidreasoner", "candidate")
     assert version.run_id == parent.info.run_id and version.status == "READY"
     assert version.source == f"runs:/{parent.info.run_id}/model"  # uploaded: the server refuses local paths
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_server.url)
-    got = mlflow.artifacts.download_artifacts(artifact_uri="models:/sidreasoner@candidate", dst_path=str(tmp_path))
+    # Other tests in this process may have called mlflow.set_tracking_uri (it beats the env vars).
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_registry_uri(mlflow_server.url)
+    try:
+        got = mlflow.artifacts.download_artifacts(artifact_uri="models:/sidreasoner@candidate", dst_path=str(tmp_path))
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
     files = {p.name for p in __import__("pathlib").Path(got).iterdir()}
     assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
