@@ -18,8 +18,18 @@ def register(app: typer.Typer) -> None:
         """Run the whole pipeline locally through kfp.local on this machine."""
         from pipelines.local import SAMPLE_DATA, run_local
 
-        summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri)
+        from .config import ConfigError
+
+        try:
+            summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri)
+        except ConfigError as exc:
+            from .cli import fail
+
+            fail(str(exc))
         typer.echo(json.dumps(summary, indent=2))
+        report = next((r for r in summary["reports"] if r.endswith("report.html")), None)
+        typer.echo(f"\nreport: {report or 'none'}\nMLflow: mlflow ui --backend-store-uri {summary['tracking_uri']}"
+                   f"  (model sidreasoner@candidate)")
 
     register_platform_commands(app)
 

@@ -24,3 +24,16 @@ def test_unknown_section_and_missing_file(tmp_path):
         validate_pipeline_config(str(path))
     with pytest.raises(ConfigError, match="not found"):
         validate_pipeline_config(str(tmp_path / "nope.yaml"))
+
+
+def test_run_refuses_a_bad_config_before_any_step(tmp_path):
+    from typer.testing import CliRunner
+
+    from sidreasoner_core.cli import app
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("grpo:\n  num_generation: 4\n")
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "grpo" in result.output and "num_generation" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("manifest.json"))
