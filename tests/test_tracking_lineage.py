@@ -153,14 +153,8 @@ def test_final_model_registered_with_alias_and_parent_closed(lineage, tmp_path, 
     version = client.get_model_version_by_alias("sidreasoner", "candidate")
     assert version.run_id == parent.info.run_id and version.status == "READY"
     assert version.source == f"runs:/{parent.info.run_id}/model"  # uploaded: the server refuses local paths
-    # Other tests in this process may have called mlflow.set_tracking_uri (it beats the env vars).
-    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_server.url)
-    mlflow.set_registry_uri(mlflow_server.url)
-    try:
-        got = mlflow.artifacts.download_artifacts(artifact_uri="models:/sidreasoner@candidate", dst_path=str(tmp_path))
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
+    # Explicit URIs, no global mlflow state: other tests in this process set their own.
+    got = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path),
+                                              tracking_uri=mlflow_server.url)
     files = {p.name for p in __import__("pathlib").Path(got).iterdir()}
     assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
