@@ -165,7 +165,9 @@ def test_sigkilled_grpo_process_resumes(planted, tmp_path):
     import sys
     import time
 
-    cfg = small_config(max_steps=6, save_steps=1, num_generations=2, prompts_per_step=2, learning_rate=1e-4)
+    # Enough steps that the worker cannot finish between two polls on an idle machine.
+    steps = 30
+    cfg = small_config(max_steps=steps, save_steps=1, num_generations=2, prompts_per_step=2, learning_rate=1e-4)
     ckpt = tmp_path / "ckpt"
     job = grpo.write_job(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final",
                          tmp_path / "curves.jsonl", [])
@@ -177,17 +179,17 @@ def test_sigkilled_grpo_process_resumes(planted, tmp_path):
         while not (ckpt / "checkpoint-2" / "trainer_state.json").is_file():
             assert proc.poll() is None, "worker ended before its second checkpoint"
             assert time.time() < deadline, "no checkpoint-2 in time"
-            time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (tmp_path / "final").exists()
     done = grpo.last_checkpoint(ckpt)
     killed_at = int(done.rsplit("-", 1)[-1])
-    assert 2 <= killed_at < 6
+    assert 2 <= killed_at < steps
     grpo.worker_main(str(job))
     info = json.loads((ckpt / "grpo_result.json").read_text())
-    assert info["resumed_from_step"] == killed_at and info["train_steps"] == 6
+    assert info["resumed_from_step"] == killed_at and info["train_steps"] == steps
 
 
 def test_constraint_after_a_multi_token_close(planted):
