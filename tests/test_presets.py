@@ -5,7 +5,7 @@ from sidreasoner_core.stages import SECTIONS, validate_pipeline_config
 
 
 def test_shipped_presets_validate_every_section():
-    assert {"default", "smoke", "cluster"} <= set(list_presets())
+    assert {"default", "smoke", "cluster", "quality"} <= set(list_presets())
     for preset in list_presets():
         assert set(validate_pipeline_config(preset, name=preset)) <= set(SECTIONS)
 

@@ -151,3 +151,18 @@ def test_shorten_keeps_whole_sentences():
     assert shorten(text, 7) == "One two three. Four five six seven."
     assert shorten(text, 5) == "One two three."
     assert shorten(text, 2) == "One two"
+
+
+def test_disabled_stages_pass_the_model_through(inputs, tmp_path):
+    """The ablation switch: cold-start and GRPO off republish the input model unchanged."""
+    from sidreasoner_core.reasoning.config import ColdStartConfig, GRPOStageConfig
+    from sidreasoner_core.reasoning.stage import run_coldstart, run_grpo
+
+    cold = run_coldstart(ColdStartConfig(enabled=False), str(inputs["model"]), inputs["dataset"], inputs["sids"],
+                         inputs["corpus"], str(tmp_path / "cold"))
+    grpo = run_grpo(GRPOStageConfig(enabled=False), cold, inputs["dataset"], inputs["sids"], str(tmp_path / "grpo"))
+    for art in (cold, grpo):
+        assert art.manifest["skipped"] is True and art.manifest["metrics"] == {"skipped": 1.0}
+        assert (art.path / "model" / "model.safetensors").read_bytes() == \
+            (inputs["model"] / "model.safetensors").read_bytes()
+    assert json.loads((grpo.path / "sid_tokens.json").read_text())["levels"] == 3

@@ -21,6 +21,9 @@ TASKS = (
     "gsm8k",                   # general reasoning chats
 )
 EARLY_STOP_TASK = "sid_history_to_sid"
+# The paper's ablation of the alignment corpus: S1 SID-language tasks, S2 + the teacher's enriched
+# corpus, S3 + general reasoning data (the full recipe).
+ABLATION_TASKS = {"S1": TASKS[:6], "S2": TASKS[:8], "S3": TASKS}
 
 
 class SFTOptions(StageConfig):
@@ -49,6 +52,9 @@ class SFTOptions(StageConfig):
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a capable GPU, else fp32")
     gradient_checkpointing: bool = False
+    sampling: Literal["random", "group_by_length"] = Field(
+        "random", description="group_by_length: batches of similar lengths (less padding when a few long tasks "
+                              "are mixed into many short ones)")
     num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage (GPU only)")
     sid_embedding_init: Literal["mean", "random"] = Field(
@@ -65,6 +71,9 @@ class AlignConfig(StageConfig):
     task_ratios: dict[str, float] = Field(
         default_factory=lambda: {t: 1.0 for t in TASKS},
         description="per task: fraction of its pool used per epoch (1 = all, >1 repeats, 0 = off)")
+    ablation: Literal["S1", "S2", "S3"] = Field(
+        "S3", description="corpus of the paper's ablation: S1 = tasks 1-6 (SID-language alignment), S2 = + enriched "
+                          "corpus (tasks 7-8), S3 = + general reasoning (GSM8K); tasks outside it get ratio 0")
     max_per_task: int | None = Field(None, ge=1, description="cap on training examples per task (local runs)")
     eval_max_per_task: int = Field(500, ge=1, description="validation examples per task")
     eval_tasks: list[str] | None = Field(None, description="tasks with a validation loss; None = all present")
@@ -78,6 +87,10 @@ class AlignConfig(StageConfig):
     work_dir: str | None = Field(None, description="checkpoint directory; default `<out>.work` beside a local output. "
                                  "On the cluster point it at a mounted volume so a retried pod resumes")
     train: SFTOptions = Field(default_factory=SFTOptions)
+
+    def effective_ratios(self) -> dict[str, float]:
+        """Per-task ratios with the tasks outside the ablation's corpus switched off."""
+        return {t: (self.task_ratios.get(t, 1.0) if t in ABLATION_TASKS[self.ablation] else 0.0) for t in TASKS}
 
     @field_validator("task_ratios")
     @classmethod

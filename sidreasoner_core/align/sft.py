@@ -318,6 +318,7 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        train_sampling_strategy=opts.sampling,
         eval_on_start=opts.eval_on_start and eval_strategy != "no",
         save_only_model=False,  # optimizer + scheduler + RNG states make the resume exact
         **_precision(opts),

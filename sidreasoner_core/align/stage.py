@@ -70,7 +70,7 @@ def read_sid_table(sids_dir: Path) -> tuple[dict[str, str], int, int, dict]:
 
 def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, str],
                  corpus_dir: Path | None) -> TaskInputs:
-    ratios = config.task_ratios
+    ratios = config.effective_ratios()
     item_texts, narratives = read_corpus(corpus_dir)
     gsm_train = read_jsonl(_data_path(config.gsm8k_train)) if ratios.get("gsm8k", 1.0) > 0 else []
     needs_test = config.gsm8k_eval_n > 0 or (gsm_train and (config.eval_tasks is None or "gsm8k" in config.eval_tasks))
@@ -112,7 +112,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     sid_by_item, levels, cpl, _ = read_sid_table(sids.path)
     inputs = build_inputs(config, dataset.path, sid_by_item, corpus.path if corpus else None)
     pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed)
-    train, evals, counts = mix(pools, config.task_ratios, config.max_per_task, config.eval_max_per_task,
+    train, evals, counts = mix(pools, config.effective_ratios(), config.max_per_task, config.eval_max_per_task,
                                config.eval_tasks, config.seed)
     if not train:
         raise AlignError("no training records: every task ratio is 0 or every pool is empty")

@@ -45,6 +45,8 @@ def coldstart_sft_defaults():
 class ColdStartConfig(StageConfig):
     """Cold-start reasoning activation: SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` (SPEC §4)."""
 
+    enabled: bool = Field(True, description="off: pass the input model through unchanged (the paper's "
+                                            "ablation without cold-start + GRPO; switch grpo off too)")
     model: str | None = Field(None, description="model reference; default: the input model artifact")
     max_samples: int | None = Field(None, ge=1, description="use at most this many reasoning traces")
     max_reasoning_words: int | None = Field(
@@ -79,6 +81,7 @@ class RewardConfig(StageConfig):
 class GRPOStageConfig(StageConfig):
     """GRPO on the cold-started model (SPEC §5, paper §4.1 values as defaults)."""
 
+    enabled: bool = Field(True, description="off: pass the input model through unchanged (ablation)")
     model: str | None = Field(None, description="model reference; default: the input model artifact")
     num_generations: int = Field(16, ge=2, description="group size G: rollouts per prompt")
     prompts_per_step: int = Field(256, ge=1, description="prompts per optimizer step (paper batch 256)")

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,6 +156,20 @@ def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_
     return open_artifact(out, kind=KIND)
 
 
+def _pass_through(config, model_in: Artifact | str, sid_by_item: dict[str, str], out: str, parents: list,
+                  title: str) -> Artifact:
+    """A disabled stage (ablation switch): the input model republished unchanged, so the DAG keeps its shape."""
+    from ..models import resolve_model_dir
+
+    ref = _model_ref(config.model, model_in)
+    log.info("%s disabled: passing %s through", title, ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _publish(out, config, [a for a in parents if isinstance(a, Artifact)],
+                        {"model_ref": ref, "skipped": True}, resolve_model_dir(ref), None,
+                        _sid_tokens(model_in, sid_by_item), {"skipped": 1.0}, CurveLog(Path(tmp) / CURVES_FILE), (),
+                        title)
+
+
 # ---------------------------------------------------------------- cold-start
 
 def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Artifact | None, sids: Artifact,
@@ -165,6 +180,8 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     t0 = time.time()
     out = str(out)
     sid_by_item, _ = load_catalogue(sids.path)
+    if not config.enabled:
+        return _pass_through(config, model_in, sid_by_item, out, [model_in, dataset, sids, corpus], "Cold-start activation")
     recs = coldstart.records(coldstart.read_reasoning(corpus.path), sid_by_item, config,
                              source=f"{corpus.uri}/user_reasoning.parquet")
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
@@ -222,6 +239,8 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     t0 = time.time()
     out = str(out)
     sid_by_item, catalogue = load_catalogue(sids.path)
+    if not config.enabled:
+        return _pass_through(config, model_in, sid_by_item, out, [model_in, dataset, sids], "GRPO")
     train_rows, eval_rows = grpo_rows(config, dataset, sid_by_item)
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))

@@ -1,0 +1,164 @@
+"""Quality at CPU scale (issue 9): is the pipeline's model better than SASRec on the same split?
+
+Runs the `quality` preset (or any preset) of the whole pipeline through `kfp.local` on the full
+Industrial_and_Scientific files, once per seed and per alignment-corpus ablation (S1/S2/S3), or
+reads finished runs (`--from-runs`). For each run it reads, on the test split:
+  - the pipeline's evaluation: the final model (cold-start + GRPO) in direct and thinking mode,
+    SASRec (early-stopped on valid) and most-popular, all trained on the same train split;
+  - the aligned model before cold-start + GRPO, scored here in direct mode (the ablation "without
+    cold-start + GRPO" comes from the same run, so both sides share the alignment).
+Prints Recall/NDCG@{5,10} per method, mean and a 95% t-interval over the seeds, and the ratio
+R@10(model)/R@10(SASRec) per seed. Ends with ONE line that is a JSON object of the figures.
+
+    .venv/bin/python bench/quality.py [--seeds 3] [--ablations S3] [--preset quality]
+    .venv/bin/python bench/quality.py --from-runs bench_runs/quality/S3/seed0/2026...  # read finished runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+INDUSTRIAL = REPO.parent / "shared" / "data" / "amazon18" / "Industrial_and_Scientific"
+FIGURES = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+# t quantiles (two-sided 95%) by degrees of freedom; normal beyond
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seeded(config: dict, seed: int, ablation: str) -> dict:
+    """The preset with every training seed set to `seed` and the alignment corpus of `ablation`.
+    A scratch model (small-qwen3) also gets its initialisation from the seed."""
+    cfg = json.loads(json.dumps(config))
+    align = cfg.setdefault("align", {})
+    align.update(seed=seed, ablation=ablation)
+    align.setdefault("train", {})["seed"] = seed
+    model = str(align.get("model", ""))
+    if model.endswith("-qwen3"):
+        align["model"] = f"{model}@{seed}"
+    for name in ("coldstart", "grpo"):
+        cfg.setdefault(name, {})["seed"] = seed
+    cfg.setdefault("baselines", {}).setdefault("sasrec", {})["seed"] = seed
+    return cfg
+
+
+def run_pipeline(data: Path, config: dict, out_dir: Path) -> Path:
+    from pipelines.local import run_local
+
+    summary = run_local(data_uri=data, config=config, out_dir=out_dir)
+    return Path(summary["run_dir"])
+
+
+def find(run_dir: Path, output: str) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    hits = [a["path"] for key, a in summary["artifacts"].items() if key.split("/")[-1] == output]
+    if len(hits) != 1:
+        raise SystemExit(f"{run_dir}: expected one '{output}' artifact, found {len(hits)}")
+    return Path(hits[0])
+
+
+def aligned_direct(run_dir: Path, batch_size: int) -> dict:
+    """Direct-mode metrics of the aligned model (no cold-start/GRPO), cached beside the run."""
+    cached = run_dir / "aligned_eval" / "metrics.json"
+    if not cached.is_file():
+        from sidreasoner_core.artifacts import open_artifact
+        from sidreasoner_core.evaluation.config import EvaluateConfig
+        from sidreasoner_core.evaluation.stage import run as evaluate
+
+        evaluate(EvaluateConfig(thinking_samples=0, batch_size=batch_size), open_artifact(find(run_dir, "dataset")),
+                 open_artifact(find(run_dir, "sids")), str(find(run_dir, "aligned_model")), None,
+                 run_dir / "aligned_eval")
+    return json.loads(cached.read_text())["direct"]
+
+
+def run_figures(run_dir: Path, batch_size: int) -> dict[str, dict]:
+    m = json.loads((find(run_dir, "evaluation") / "metrics.json").read_text())
+    out = {"model (direct)": m.get("direct"), "model (thinking)": m.get("thinking"),
+           "aligned only (direct)": aligned_direct(run_dir, batch_size),
+           "SASRec": m.get("sasrec"), "most-popular": m.get("popularity")}
+    return {name: {f: v[f] for f in FIGURES} for name, v in out.items() if v}
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of a 95% t-interval (0 for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def summarise(runs: list[dict[str, dict]]) -> dict:
+    methods = list(dict.fromkeys(name for r in runs for name in r))
+    table = {}
+    for name in methods:
+        table[name] = {f: interval([r[name][f] for r in runs if name in r]) for f in FIGURES}
+    ratios = {}
+    for name in ("model (direct)", "model (thinking)", "aligned only (direct)"):
+        per_seed = [r[name]["recall@10"] / r["SASRec"]["recall@10"] for r in runs if name in r and "SASRec" in r]
+        if per_seed:
+            ratios[name] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
+    return {"table": table, "ratio_r10_vs_sasrec": ratios, "n": len(runs)}
+
+
+def print_summary(title: str, s: dict) -> None:
+    print(f"\n## {title} ({s['n']} run(s); mean ± 95% interval)")
+    print("| method | " + " | ".join(FIGURES) + " |")
+    print("|---" * (len(FIGURES) + 1) + "|")
+    for name, figs in s["table"].items():
+        print(f"| {name} | " + " | ".join(f"{m:.4f} ± {h:.4f}" for m, h in figs.values()) + " |")
+    for name, r in s["ratio_r10_vs_sasrec"].items():
+        m, h = r["mean_ci"]
+        print(f"R@10({name}) / R@10(SASRec) = {m:.3f} ± {h:.3f}  (per seed {r['per_seed']})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="quality")
+    ap.add_argument("--data", default=str(INDUSTRIAL))
+    ap.add_argument("--seeds", type=int, default=1, help="runs per ablation, seeds 0..N-1")
+    ap.add_argument("--ablations", default="S3", help="comma-separated alignment corpora: S1,S2,S3")
+    ap.add_argument("--runs-dir", default=str(REPO / "bench_runs" / "quality"))
+    ap.add_argument("--from-runs", nargs="*", default=None,
+                    help="read these finished run directories (each holds summary.json) instead of running")
+    ap.add_argument("--eval-batch-size", type=int, default=32)
+    args = ap.parse_args()
+
+    from sidreasoner_core.config import load_mapping
+
+    results: dict[str, list] = {}
+    walls: dict[str, list] = {}
+    if args.from_runs is not None:
+        for d in args.from_runs:
+            d = Path(d)
+            cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+            ablation = cfg.get("align", {}).get("ablation", "S3")
+            results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size))
+    else:
+        preset = load_mapping(args.preset)
+        for ablation in args.ablations.split(","):
+            for seed in range(args.seeds):
+                cfg = seeded(preset, seed, ablation)
+                t0 = time.time()
+                run_dir = run_pipeline(Path(args.data), cfg, Path(args.runs_dir) / ablation / f"seed{seed}")
+                (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+                wall = time.time() - t0
+                figs = run_figures(run_dir, args.eval_batch_size)
+                print(f"{ablation} seed {seed}: {wall / 60:.1f} min, {run_dir}")
+                print(json.dumps(figs))
+                results.setdefault(ablation, []).append(figs)
+                walls.setdefault(ablation, []).append(round(wall, 1))
+    out = {}
+    for ablation, runs in results.items():
+        s = summarise(runs)
+        print_summary(f"{ablation} ({args.preset})", s)
+        out[ablation] = {**s, "wall_s": walls.get(ablation)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
