@@ -137,3 +137,14 @@ def test_prompts_filling_max_length_are_dropped_not_trained_on(tmp_path):
     assert trainer.args.metric_for_best_model is None  # and cannot drive early stopping
     with pytest.raises(SFTDataError, match="no training record fits max_length=48"):
         build_trainer(TINY, [long], None, opts(max_length=48), tmp_path)
+
+
+def test_length_grouped_batches_reach_the_trainer(tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: F401  (the sampler this selects)
+
+    from sidreasoner_core.align.config import SFTOptions
+    from sidreasoner_core.align.sft import make_sft_config
+
+    assert make_sft_config(SFTOptions(), tmp_path, None, False).train_sampling_strategy == "random"
+    grouped = make_sft_config(SFTOptions(sampling="group_by_length"), tmp_path, None, False)
+    assert grouped.train_sampling_strategy == "group_by_length"
