@@ -99,7 +99,8 @@ def summarise(runs: list[dict[str, dict]]) -> dict:
         table[name] = {f: interval([r[name][f] for r in runs if name in r]) for f in FIGURES}
     ratios = {}
     for name in ("model (direct)", "model (thinking)", "aligned only (direct)"):
-        per_seed = [r[name]["recall@10"] / r["SASRec"]["recall@10"] for r in runs if name in r and "SASRec" in r]
+        per_seed = [r[name]["recall@10"] / r["SASRec"]["recall@10"] for r in runs
+                    if name in r and r.get("SASRec", {}).get("recall@10")]  # a run whose SASRec scored 0 has no ratio
         if per_seed:
             ratios[name] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
     return {"table": table, "ratio_r10_vs_sasrec": ratios, "n": len(runs)}

@@ -85,6 +85,10 @@ def test_quality_bench_reads_a_finished_run(local_run):
     assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]
     aligned = json.loads((Path(local_run["run_dir"]) / "aligned_eval" / "metrics.json").read_text())["direct"]
     assert aligned["n"] == 123 and aligned["invalid"] == 0  # the whole test split of the sample
-    summary = bench.summarise([figs, figs])
-    mean, half = summary["ratio_r10_vs_sasrec"]["model (direct)"]["mean_ci"]
-    assert half == 0.0 and mean == pytest.approx(figs["model (direct)"]["recall@10"] / figs["SASRec"]["recall@10"])
+    other = {name: {f: v + 0.01 for f, v in m.items()} for name, m in figs.items()}  # a second "seed"
+    summary = bench.summarise([figs, other])
+    assert summary["n"] == 2
+    mean, half = summary["table"]["SASRec"]["recall@10"]
+    assert mean == pytest.approx(figs["SASRec"]["recall@10"] + 0.005) and half == pytest.approx(12.706 * 0.005)
+    ratios = summary["ratio_r10_vs_sasrec"]["model (direct)"]["per_seed"]
+    assert ratios[-1] == pytest.approx(other["model (direct)"]["recall@10"] / other["SASRec"]["recall@10"], abs=1e-3)
