@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--preset", default="quality")
     ap.add_argument("--data", default=str(INDUSTRIAL))
     ap.add_argument("--seeds", type=int, default=1, help="runs per ablation, seeds 0..N-1")
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 0..N-1 (parallel runs)")
     ap.add_argument("--ablations", default="S3", help="comma-separated alignment corpora: S1,S2,S3")
     ap.add_argument("--runs-dir", default=str(REPO / "bench_runs" / "quality"))
     ap.add_argument("--from-runs", nargs="*", default=None,
@@ -142,7 +143,8 @@ def main() -> None:
     else:
         preset = load_mapping(args.preset)
         for ablation in args.ablations.split(","):
-            for seed in range(args.seeds):
+            seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+            for seed in seeds:
                 cfg = seeded(preset, seed, ablation)
                 t0 = time.time()
                 run_dir = run_pipeline(Path(args.data), cfg, Path(args.runs_dir) / ablation / f"seed{seed}")
