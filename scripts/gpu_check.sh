@@ -7,6 +7,14 @@
 # docs/gpu.md) and are installed to /tmp/site; the repo itself is put on PYTHONPATH.
 # GPU_CHECK_LOCAL=1: the same flow on a CPU machine with .venv (fp32, no DeepSpeed, cpu), to test the script
 # (GPU_CHECK_PY / GPU_CHECK_PRECISION / GPU_CHECK_DS override the python, precision and DeepSpeed stage there).
+# Reasoning stages after align: coldstart (cold-start SFT, bf16) -> grpo (TRL GRPOTrainer, constrained rollouts,
+# precision auto) -> grpo_probe (the constrained-rollout logits processor inside generate on the device).
+# GPU_CHECK_PARTS (comma or space separated; default all) runs only the named parts plus the ones they need:
+#   data sids enrich align align_inproc evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo
+#   grpo_probe. A part that needs a model (evaluate*, beam_bench, coldstart, grpo*) gets align_inproc when no
+#   align part is named, e.g. GPU_CHECK_PARTS=coldstart,grpo,grpo_probe runs data sids enrich align_inproc coldstart
+#   grpo grpo_probe. GPU_CHECK_CS_STEPS / GPU_CHECK_GRPO_STEPS: the two reasoning budgets in steps (GPU 200 / 4,
+#   local 2 / 1); GPU_CHECK_CS_LR the cold-start learning rate (0.001).
 # Prints PASS/FAIL per part and ends with one JSON line of figures. Copies key files into $OUT.
 set -u
 REPO=$(pwd)
@@ -17,14 +25,30 @@ rm -rf "$W"; mkdir -p "$W" "$OUT"
 export SIDREASONER_CACHE=$W/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
   PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI= HF_HOME=$W/hf
 MAX_STEPS=${GPU_CHECK_STEPS:-10}
+CS_LR=${GPU_CHECK_CS_LR:-0.001}        # cold-start learning rate (high, so that a few steps teach </think>)
 BUDGET=${GPU_CHECK_BUDGET:-330}        # seconds: no new part starts after this
-STAGE_TIMEOUT=${GPU_CHECK_STAGE_TIMEOUT:-120}  # per part (align: +90)
+STAGE_TIMEOUT=${GPU_CHECK_STAGE_TIMEOUT:-120}  # per part (align: +90, grpo: +60)
+
+# Which parts run: the named ones plus what they need.
+ALL_PARTS="data sids enrich align align_inproc evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo grpo_probe"
+PARTS=" $(echo "${GPU_CHECK_PARTS:-all}" | tr ',' ' ') "
+[[ "$PARTS" == *" all "* ]] && PARTS=" $ALL_PARTS "
+for p in $PARTS; do [[ " $ALL_PARTS " == *" $p "* ]] || { echo "FAIL parts: unknown part '$p' (known: $ALL_PARTS)"; exit 2; }; done
+want() { [[ "$PARTS" == *" $1 "* ]]; }
+for p in evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo grpo_probe; do
+  want "$p" && ! want align && ! want align_inproc && PARTS+="align_inproc "
+done
+{ want align || want align_inproc; } && ! want enrich && PARTS+="enrich "
+want enrich && ! want sids && PARTS+="sids "
+want sids && ! want data && PARTS+="data "
+echo "== parts:$(for p in $ALL_PARTS; do want "$p" && printf ' %s' "$p"; done)"
 
 if [ "$LOCAL" = 1 ]; then
   PY=${GPU_CHECK_PY:-$REPO/.venv/bin/python}; PRECISION=${GPU_CHECK_PRECISION:-fp32}; DS=${GPU_CHECK_DS:-none}
-  EVAL_DEVICE=cpu
+  EVAL_DEVICE=cpu; CS_STEPS=${GPU_CHECK_CS_STEPS:-2}; GRPO_STEPS=${GPU_CHECK_GRPO_STEPS:-1}
 else
-  PY=python3; PRECISION=bf16; DS=zero2; EVAL_DEVICE=cuda
+  PY=python3; PRECISION=bf16; DS=zero2; EVAL_DEVICE=cuda; CS_STEPS=${GPU_CHECK_CS_STEPS:-200}
+  GRPO_STEPS=${GPU_CHECK_GRPO_STEPS:-4}
   export DS_ACCELERATOR=cuda
   echo "== installing wheels to /tmp/site"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -32,7 +56,7 @@ else
   export PYTHONPATH=/tmp/site:$REPO
   nvidia-smi || echo "WARN nvidia-smi failed"
   # peak GPU memory over the whole run (all processes, incl. the accelerate-launched worker)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$W/smi.log" 2>/dev/null &
+  nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 200 > "$W/smi.log" 2>/dev/null &
   SMI_PID=$!
 fi
 export PYTHONPATH=${PYTHONPATH:-$REPO}
@@ -45,10 +69,13 @@ stage() {  # stage NAME args... : run one CLI stage, log to $W/NAME.log, record 
   if [ $SECONDS -gt "$BUDGET" ]; then echo "SKIP $name (past the ${BUDGET} s budget)"; RESULTS+=("$name:SKIP"); return 1; fi
   local t0=$(date +%s.%N) limit=$STAGE_TIMEOUT
   [ "$name" = align ] && limit=$((STAGE_TIMEOUT + 90))
+  [ "$name" = grpo ] && limit=$((STAGE_TIMEOUT + 60))
   timeout -k 10 "$limit" "$PY" -c "from sidreasoner_core.cli import app; app()" "${name%%_*}" "$@" > "$W/$name.log" 2>&1
   local rc=$?
   [ $rc = 124 ] && echo "(timed out after $limit s)" >> "$W/$name.log"
-  SECS[$name]=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+  local t1=$(date +%s.%N)
+  SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  echo "$name $t0 $t1" >> "$W/spans.txt"  # for the per-part peak of GPU memory
   if [ $rc = 0 ]; then echo "PASS $name (${SECS[$name]} s)"; RESULTS+=("$name:PASS")
   else echo "FAIL $name (exit $rc, ${SECS[$name]} s); last lines of $W/$name.log:"; tail -n 40 "$W/$name.log"
        RESULTS+=("$name:FAIL"); fi
@@ -61,7 +88,7 @@ line = " ".join(map(str, ("python", sys.version.split()[0], "torch", torch.__ver
       "transformers", transformers.__version__, "accelerate", accelerate.__version__, "trl", trl.__version__,
       "datasets", datasets.__version__, "pydantic", pydantic.__version__,
       "huggingface_hub", __import__("huggingface_hub").__version__)))
-if "$DS" != "none":
+if "$DS" != "none" and "$(want align && echo 1)" == "1":
     import deepspeed; line += f" deepspeed {deepspeed.__version__}"
 if "$EVAL_DEVICE" == "cuda":
     assert torch.cuda.is_available(), "no CUDA"
@@ -77,6 +104,17 @@ cfg = yaml.safe_load(open("sidreasoner_core/presets/smoke.yaml"))
 t = cfg["align"]["train"]
 t.update(precision="$PRECISION", deepspeed="$DS", num_gpus=1, max_steps=$MAX_STEPS, eval_steps=5)
 cfg["evaluate"].update(device="$EVAL_DEVICE")
+# cold-start SFT in process at the align precision; short traces so that the activated reasoning can close
+# within GRPO's completion budget
+cs = cfg["coldstart"]
+cs.update(max_samples=32, max_reasoning_words=12)
+cs["train"].update(precision="$PRECISION", deepspeed="none", num_gpus=1, max_steps=$CS_STEPS, eval_steps=$CS_STEPS,
+                   learning_rate=$CS_LR)
+# GRPO in process (TRL GRPOTrainer, transformers rollouts), catalogue-constrained after </think>, precision auto
+# (bf16 on a bf16-capable GPU, else fp32)
+cfg["grpo"].update(constrained_sid=True, max_steps=$GRPO_STEPS, max_completion_length=48, eval_steps=2, save_steps=2,
+                   eval_samples=4, eval_max_reasoning_tokens=24,
+                   cluster={"precision": "auto" if "$LOCAL" != "1" else "fp32", "deepspeed": "none", "num_gpus": 1})
 yaml.safe_dump(cfg, open("$W/config.yaml", "w"), sort_keys=False)
 # the same training in process (one device, no accelerate launch / DeepSpeed)
 t["deepspeed"] = "none"
@@ -90,32 +128,50 @@ EOF
 EMB=$REPO/.whl/sample_embeddings.npy
 SIDS_ARGS=(--embeddings "$EMB"); [ -f "$EMB" ] || SIDS_ARGS=(--from-index)
 
+pyscript() {  # pyscript NAME args... <<'EOF' : like stage, for a python script on stdin
+  local name=$1; shift
+  if [ $SECONDS -gt "$BUDGET" ]; then echo "SKIP $name (past the ${BUDGET} s budget)"; RESULTS+=("$name:SKIP"); return 1; fi
+  local t0=$(date +%s.%N)
+  timeout -k 10 "$STAGE_TIMEOUT" "$PY" - "$@" > "$W/$name.log" 2>&1
+  local rc=$?
+  [ $rc = 124 ] && echo "(timed out after $STAGE_TIMEOUT s)" >> "$W/$name.log"
+  local t1=$(date +%s.%N)
+  SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  echo "$name $t0 $t1" >> "$W/spans.txt"
+  if [ $rc = 0 ]; then echo "PASS $name (${SECS[$name]} s)"; RESULTS+=("$name:PASS")
+  else echo "FAIL $name (exit $rc)"; tail -n 30 "$W/$name.log"; RESULTS+=("$name:FAIL"); fi
+  return $rc
+}
+
 stage data --input sample_data/Industrial_and_Scientific --out "$W/dataset" --config "$W/config.yaml" \
-&& stage sids --dataset "$W/dataset" --out "$W/sids" --config "$W/config.yaml" "${SIDS_ARGS[@]}" \
-&& stage enrich --dataset "$W/dataset" --sids "$W/sids" --out "$W/corpus" --config "$W/config.yaml" \
-&& stage align --dataset "$W/dataset" --sids "$W/sids" --corpus "$W/corpus" --out "$W/model" --config "$W/config.yaml"
-ALIGN_OK=$?
+&& { ! want sids || stage sids --dataset "$W/dataset" --out "$W/sids" --config "$W/config.yaml" "${SIDS_ARGS[@]}"; } \
+&& { ! want enrich || stage enrich --dataset "$W/dataset" --sids "$W/sids" --out "$W/corpus" --config "$W/config.yaml"; }
+ALIGN_OK=1
+if want align && [ -d "$W/corpus" ]; then
+  stage align --dataset "$W/dataset" --sids "$W/sids" --corpus "$W/corpus" --out "$W/model" --config "$W/config.yaml" \
+    && ALIGN_OK=0
+fi
 MODEL=$W/model
-if [ -d "$W/corpus" ]; then  # in-process SFT, same precision, no DeepSpeed
+if want align_inproc && [ -d "$W/corpus" ]; then  # in-process SFT, same precision, no DeepSpeed
   stage align_inproc --dataset "$W/dataset" --sids "$W/sids" --corpus "$W/corpus" --out "$W/model_inproc" \
-    --config "$W/config_inproc.yaml" && [ $ALIGN_OK != 0 ] && { echo "WARN evaluating the in-process model"; MODEL=$W/model_inproc; ALIGN_OK=0; }
+    --config "$W/config_inproc.yaml" && [ $ALIGN_OK != 0 ] && { want align && echo "WARN using the in-process model"
+                                                              MODEL=$W/model_inproc; ALIGN_OK=0; }
 fi
 if [ $ALIGN_OK != 0 ]; then
-  echo "WARN align failed: evaluating the un-aligned tiny-qwen3 instead"; MODEL=tiny-qwen3; EXTRA=(--add-missing-sid-tokens)
+  echo "WARN no aligned model: using the un-aligned tiny-qwen3 instead"; MODEL=tiny-qwen3; EXTRA=(--add-missing-sid-tokens)
 fi
 if [ -d "$W/sids" ]; then
   E=(--dataset "$W/dataset" --sids "$W/sids" --model "$MODEL" ${EXTRA[@]+"${EXTRA[@]}"})
-  stage evaluate "${E[@]}" --out "$W/eval" --config "$W/config.yaml"
-  stage evaluate_direct "${E[@]}" --out "$W/eval_direct" --config "$W/config_direct.yaml"
-  stage evaluate_direct_bf16 "${E[@]}" --out "$W/eval_direct_bf16" --config "$W/config_direct_bf16.yaml"
+  want evaluate && stage evaluate "${E[@]}" --out "$W/eval" --config "$W/config.yaml"
+  want evaluate_direct && stage evaluate_direct "${E[@]}" --out "$W/eval_direct" --config "$W/config_direct.yaml"
+  want evaluate_direct_bf16 && stage evaluate_direct_bf16 "${E[@]}" --out "$W/eval_direct_bf16" \
+    --config "$W/config_direct_bf16.yaml"
 fi
 
 # Constrained beam search alone, timed with the device synchronised: the test split's prompts,
 # 10 beams, after one warm-up pass; float32 and bfloat16, batch 8 and 32.
-if [ -d "$W/sids" ]; then
-  t0=$(date +%s.%N)
-  [ $SECONDS -gt "$BUDGET" ] && { echo "SKIP beam_bench"; RESULTS+=("beam_bench:SKIP"); } || \
-  timeout -k 10 "$STAGE_TIMEOUT" "$PY" - "$W" "$MODEL" "$EVAL_DEVICE" > "$W/beam_bench.log" 2>&1 <<'EOF'
+if [ -d "$W/sids" ] && want beam_bench; then
+  pyscript beam_bench "$W" "$MODEL" "$EVAL_DEVICE" <<'EOF'
 import json, sys, time
 import torch
 from sidreasoner_core.artifacts import open_artifact
@@ -157,20 +213,84 @@ for dtype in ("float32", "bfloat16"):
     del model
 print("BEAM_BENCH " + json.dumps(out))
 EOF
-  rc=$?
-  [ -f "$W/beam_bench.log" ] || rc=skip
-  SECS[beam_bench]=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-  if [ $rc = 0 ]; then echo "PASS beam_bench (${SECS[beam_bench]} s)"; RESULTS+=("beam_bench:PASS")
-  elif [ $rc != skip ]; then echo "FAIL beam_bench (exit $rc)"; tail -n 30 "$W/beam_bench.log"; RESULTS+=("beam_bench:FAIL"); fi
+fi
+
+# Reasoning stages on the aligned model: cold-start SFT, then GRPO on the cold-started model (on the aligned
+# one when the cold start failed or was not selected).
+RL_MODEL=$MODEL
+if want coldstart && [ -d "$W/corpus" ]; then
+  stage coldstart --model "$MODEL" --dataset "$W/dataset" --sids "$W/sids" --corpus "$W/corpus" --out "$W/coldstart" \
+    --config "$W/config.yaml" && RL_MODEL=$W/coldstart || echo "WARN cold start failed: GRPO starts from $MODEL"
+fi
+if want grpo && [ -d "$W/sids" ]; then
+  stage grpo --model "$RL_MODEL" --dataset "$W/dataset" --sids "$W/sids" --out "$W/grpo" --config "$W/config.yaml" \
+    && RL_MODEL=$W/grpo
+fi
+
+# The constrained-rollout logits processor GRPO uses (constrained_sid), inside generate on the device, in bf16
+# where the device has it: half the rows have closed their reasoning with </think> (they must answer one catalogue
+# SID, then EOS), half are still reasoning (left free).
+if want grpo_probe && [ -d "$W/sids" ]; then
+  pyscript grpo_probe "$W" "$RL_MODEL" "$EVAL_DEVICE" <<'EOF'
+import json, sys, time
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+from sidreasoner_core.models import resolve_model_dir
+from sidreasoner_core.reasoning.grpo import _bf16_ok, sid_logits_processor
+from sidreasoner_core.reasoning.rewards import THINK_CLOSE, parse_prediction
+from sidreasoner_core.reasoning.samples import load_catalogue, prompt_messages
+w, model_ref, device = sys.argv[1:4]
+sid_by_item, cat = load_catalogue(f"{w}/sids")
+model_dir = resolve_model_dir(model_ref)
+dtype = torch.bfloat16 if device.startswith("cuda") and _bf16_ok() else torch.float32
+tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+tok.pad_token = tok.pad_token or tok.eos_token
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+proc = sid_logits_processor(tok, cat)
+sids = sorted(cat.item_by_sid)
+n = 16
+texts, closed = [], []
+for i in range(n):
+    hist = [sids[(7 * i + k) % len(sids)] for k in range(3)]
+    p = tok.apply_chat_template(prompt_messages(hist), tokenize=False, add_generation_prompt=True)
+    c = i % 2 == 0
+    texts.append(p + "<think>\nThe user buys lab tools.\n" + (THINK_CLOSE + "\n\n" if c else ""))
+    closed.append(c)
+enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+out = {"dtype": str(dtype).removeprefix("torch."), "rows": n, "catalogue": len(cat)}
+for mode in ("warmup", "timed"):
+    sync(); t = time.perf_counter()
+    gen = model.generate(**enc, max_new_tokens=cat.levels + 4, do_sample=mode == "timed", temperature=1.0,
+                         logits_processor=LogitsProcessorList([proc]), pad_token_id=tok.pad_token_id)
+    sync(); dt = time.perf_counter() - t
+new = gen[:, enc["input_ids"].shape[1]:]
+answers = [tok.decode(r, skip_special_tokens=False) for r in new]
+valid = [parse_prediction(THINK_CLOSE + a.split(THINK_CLOSE)[-1] if not c else THINK_CLOSE + a).sid in cat
+         for a, c in zip(answers, closed)]
+out.update(generate_s=round(dt, 3), new_tokens=int(new.shape[1]),
+           closed_valid=sum(v for v, c in zip(valid, closed) if c), closed_rows=sum(closed),
+           open_rows_that_closed=sum(THINK_CLOSE in a for a, c in zip(answers, closed) if not c),
+           open_rows_that_closed_valid=sum(v and THINK_CLOSE in a for v, a, c in zip(valid, answers, closed) if not c),
+           example=answers[0][:200])
+if device.startswith("cuda"):
+    out["max_mem_alloc_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+print("GRPO_PROBE " + json.dumps(out))
+bad = [a for a, v, c in zip(answers, valid, closed) if c and not v]
+assert not bad, f"{len(bad)} closed rows did not answer a catalogue SID, e.g. {bad[0]!r}"
+EOF
 fi
 
 [ -n "${SMI_PID:-}" ] && kill "$SMI_PID" 2>/dev/null
 
-# Figures and files back.
-cp "$W/align.log" "$W/align_inproc.log" "$OUT/" 2>/dev/null
+# Figures and files back ($OUT takes at most 8 files): every log, metrics file and curve in one archive.
 cp "$W/model/metrics.json" "$OUT/align_metrics.json" 2>/dev/null
 cp "$W/eval/metrics.json" "$OUT/eval_metrics.json" 2>/dev/null
+cp "$W/coldstart/metrics.json" "$OUT/coldstart_metrics.json" 2>/dev/null
+cp "$W/grpo/metrics.json" "$OUT/grpo_metrics.json" 2>/dev/null
 cp "$W/config.yaml" "$OUT/config.yaml" 2>/dev/null
+(cd "$W" && tar czf "$OUT/logs.tar.gz" --ignore-failed-read *.log env.txt spans.txt config*.yaml */metrics.json \
+  */curves.jsonl */curves.md 2>/dev/null)
 for f in "$W"/*.log; do case $f in */smi.log) ;; *) tail -n 30 "$f" | sed "s|^|$(basename "$f" .log): |"; esac; done \
   > "$OUT/tails.txt" 2>/dev/null
 SECS_JSON="{$(for k in "${!SECS[@]}"; do printf '"%s": %s, ' "$k" "${SECS[$k]}"; done | sed 's/, $//')}"
@@ -188,7 +308,9 @@ if envf.exists():
 for name in ("model", "model_inproc"):
     a = {}
     lp = w / ("align.log" if name == "model" else "align_inproc.log")
-    log = lp.read_text() if lp.exists() else ""
+    if not lp.exists():
+        continue
+    log = lp.read_text()
     c = re.search(r"launching: .*--config_file \S*/(\S+\.yaml)", log)
     a["launch"] = c.group(1) if c else "in-process"
     m = re.findall(r"\{[^{}]*'train_runtime'[^{}]*\}", log)
@@ -213,15 +335,65 @@ for name in ("eval", "eval_direct", "eval_direct_bf16"):
             if isinstance(mt.get(mode), dict):
                 e.update({f"{mode}_{k}": mt[mode][k] for k in ("n", "invalid", "recall@10", "ndcg@10") if k in mt[mode]})
         fig[name] = e
-bb = w / "beam_bench.log"
-if bb.exists():
-    for line in bb.read_text().splitlines():
-        if line.startswith("BEAM_BENCH "):
-            fig["beam_bench"] = json.loads(line[len("BEAM_BENCH "):])
+for name, tag in (("beam_bench", "BEAM_BENCH "), ("grpo_probe", "GRPO_PROBE ")):
+    bb = w / f"{name}.log"
+    if bb.exists():
+        for line in bb.read_text().splitlines():
+            if line.startswith(tag):
+                fig[name] = json.loads(line[len(tag):])
+def train_log(name):  # the Trainer's closing {'train_runtime': ...} line of a stage log
+    lp = w / f"{name}.log"
+    m = re.findall(r"\{[^{}]*'train_runtime'[^{}]*\}", lp.read_text() if lp.exists() else "")
+    return ast.literal_eval(m[-1]) if m else {}
+def model_dtype(d):
+    p = d / "model" / "config.json"
+    if p.exists():
+        c = json.loads(p.read_text())
+        return c.get("dtype") or c.get("torch_dtype")
+p = w / "coldstart" / "metrics.json"
+if p.exists():
+    mt, d = json.loads(p.read_text()), train_log("coldstart")
+    c = {k: round(mt[k], 4) for k in ("global_step", "samples", "train_loss", "loss_first", "loss_last", "wall_s")
+         if isinstance(mt.get(k), (int, float))}
+    if d:
+        c.update(train_runtime_s=round(float(d["train_runtime"]), 2), train_steps_per_s=float(d["train_steps_per_second"]))
+    c["saved_dtype"] = model_dtype(w / "coldstart")
+    fig["coldstart"] = c
+p = w / "grpo" / "metrics.json"
+if p.exists():
+    mt = json.loads(p.read_text())
+    g = {k: round(v, 4) for k, v in mt.items() if isinstance(v, (int, float)) and (
+         k in ("train_steps", "train_runtime_s", "train_prompts", "eval_prompts", "wall_s", "resumed_from_step")
+         or k.startswith(("reward_", "rewards_", "sid_", "reasoning_think", "completions_mean_length", "kl_",
+                          "eval_recall", "eval_reasoning_tokens")))}
+    if mt.get("train_runtime_s") and mt.get("train_steps"):
+        g["train_steps_per_s"] = round(mt["train_steps"] / mt["train_runtime_s"], 3)
+    g["saved_dtype"] = model_dtype(w / "grpo")
+    fig["grpo"] = g
 smi = w / "smi.log"
-if smi.exists():
-    vals = [int(x) for x in smi.read_text().split() if x.strip().isdigit()]
-    fig["peak_gpu_mem_mib"] = max(vals) if vals else None
+if smi.exists():  # "YYYY/MM/DD HH:MM:SS.fff, MiB" every 200 ms: the peak overall and within each part
+    import time as _t
+    pts = []
+    for line in smi.read_text().splitlines():
+        ts, _, mib = line.rpartition(",")
+        if not mib.strip().isdigit():
+            continue
+        try:
+            day, _, frac = ts.strip().partition(".")
+            t = _t.mktime(_t.strptime(day, "%Y/%m/%d %H:%M:%S")) + float("0." + (frac or "0"))
+        except ValueError:
+            t = None
+        pts.append((t, int(mib)))
+    fig["peak_gpu_mem_mib"] = max((v for _, v in pts), default=None)
+    spans = w / "spans.txt"
+    if spans.exists() and pts:
+        per = {}
+        for line in spans.read_text().splitlines():
+            name, a, b = line.split()
+            vals = [v for t, v in pts if t is not None and float(a) <= t <= float(b)]
+            if vals:
+                per[name] = max(vals)
+        fig["peak_gpu_mem_mib_by_part"] = per
 print(json.dumps(fig, sort_keys=True))  # the last line: the figures
 EOF
 [ $OVERALL = PASS ]
