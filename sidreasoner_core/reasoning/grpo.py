@@ -99,7 +99,7 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
         use_cpu=not gpu,
         bf16=bf16,
         fp16=fp16,
-        gradient_checkpointing=cfg.cluster.gradient_checkpointing,
+        activation_checkpointing=cfg.cluster.gradient_checkpointing,  # transformers 5 name
         report_to="none",
         model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},  # fp16 trains fp32 masters
         **extra,
