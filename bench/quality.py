@@ -38,8 +38,10 @@ def seeded(config: dict, seed: int, ablation: str) -> dict:
     align = cfg.setdefault("align", {})
     align.update(seed=seed, ablation=ablation)
     align.setdefault("train", {})["seed"] = seed
+    from sidreasoner_core.models import SCRATCH_SIZES
+
     model = str(align.get("model", ""))
-    if model.endswith("-qwen3"):
+    if model in SCRATCH_SIZES:
         align["model"] = f"{model}@{seed}"
     for name in ("coldstart", "grpo"):
         cfg.setdefault(name, {})["seed"] = seed

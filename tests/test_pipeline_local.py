@@ -72,13 +72,9 @@ def test_mlflow_parent_nested_runs_and_registered_model(local_run):
 
 def test_quality_bench_reads_a_finished_run(local_run):
     """bench/quality.py --from-runs: the run's own figures, plus the aligned model scored beside it."""
-    import importlib.util
+    from conftest import load_bench
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("quality")
     figs = bench.run_figures(Path(local_run["run_dir"]), batch_size=8)
     assert set(figs) == {"model (direct)", "model (thinking)", "aligned only (direct)", "SASRec", "most-popular"}
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())

@@ -1,19 +1,11 @@
 """bench/pipeline.py measures the whole process tree: memory held by a grandchild counts."""
-import importlib.util
 import sys
 
-from conftest import REPO
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "bench" / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_bench
 
 
 def test_peak_memory_includes_grandchildren(tmp_path):
-    bench = load_bench()
+    bench = load_bench("pipeline")
     # parent -> child -> grandchild; only the grandchild allocates (~300 MB, touched so it is resident).
     grandchild = "b = bytearray(300 * 1024 * 1024); import time; time.sleep(1.5)"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
@@ -25,7 +17,7 @@ def test_peak_memory_includes_grandchildren(tmp_path):
 
 
 def test_outcome_reads_the_run_summary(tmp_path):
-    bench = load_bench()
+    bench = load_bench("pipeline")
     assert bench.outcome(tmp_path)["summary"] is None
     run = tmp_path / "20260101-000000"
     run.mkdir()
@@ -37,7 +29,7 @@ def test_outcome_reads_the_run_summary(tmp_path):
 def test_timeout_stops_the_whole_tree(tmp_path):
     import psutil
 
-    bench = load_bench()
+    bench = load_bench("pipeline")
     marker = tmp_path / "grandchild.pid"
     grandchild = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     cmd = [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"]
@@ -48,11 +40,7 @@ def test_timeout_stops_the_whole_tree(tmp_path):
 
 
 def test_quality_seeds_and_interval():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("quality")
     preset = {"align": {"model": "small-qwen3", "train": {"num_train_epochs": 8}}, "grpo": {"max_steps": 20}}
     cfg = bench.seeded(preset, 2, "S1")
     assert cfg["align"]["model"] == "small-qwen3@2" and cfg["align"]["ablation"] == "S1"

@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -137,9 +136,9 @@ COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accura
 
 
 def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_src, sid_tokens: dict,
-             metrics: dict, curves: CurveLog, curve_keys: tuple[str, ...], title: str,
+             metrics: dict, rows: list[dict], curve_keys: tuple[str, ...], title: str,
              panels: tuple[tuple[str, ...], ...] = ()) -> Artifact:
-    rows = curves.rows()
+    """Write the model artifact; `rows` are the curve records (`CurveLog.rows()`), written as given."""
     with write_artifact(out, kind=KIND, config=config, parents=parents, extra={**extra, "metrics": metrics}) as d:
         if isinstance(model_src, (str, Path)):
             shutil.copytree(model_src, d / MODEL_DIR)
@@ -163,11 +162,8 @@ def _pass_through(config, model_in: Artifact | str, sid_by_item: dict[str, str],
 
     ref = _model_ref(config.model, model_in)
     log.info("%s disabled: passing %s through", title, ref)
-    with tempfile.TemporaryDirectory() as tmp:
-        return _publish(out, config, [a for a in parents if isinstance(a, Artifact)],
-                        {"model_ref": ref, "skipped": True}, resolve_model_dir(ref), None,
-                        _sid_tokens(model_in, sid_by_item), {"skipped": 1.0}, CurveLog(Path(tmp) / CURVES_FILE), (),
-                        title)
+    return _publish(out, config, [a for a in parents if isinstance(a, Artifact)], {"model_ref": ref, "skipped": True},
+                    resolve_model_dir(ref), None, _sid_tokens(model_in, sid_by_item), {"skipped": 1.0}, [], (), title)
 
 
 # ---------------------------------------------------------------- cold-start
@@ -191,12 +187,13 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
                                  callbacks=[curve_callback(curves)])
-    losses = [r["loss"] for r in curves.rows() if "loss" in r]
+    rows = curves.rows()
+    losses = [r["loss"] for r in rows if "loss" in r]
     metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0,
                **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
     parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
-                   curves, COLDSTART_CURVE_KEYS, "Cold-start activation", COLDSTART_PANELS)
+                   rows, COLDSTART_CURVE_KEYS, "Cold-start activation", COLDSTART_PANELS)
     shutil.rmtree(work, ignore_errors=True)
     log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
@@ -266,7 +263,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
     parents = [a for a in (model_in, dataset, sids) if isinstance(a, Artifact)]
     art = _publish(out, config, parents, {"model_ref": ref}, work / "final", None,
-                   _sid_tokens(model_in, sid_by_item), metrics, curves, GRPO_CURVE_KEYS, "GRPO", GRPO_PANELS)
+                   _sid_tokens(model_in, sid_by_item), metrics, rows, GRPO_CURVE_KEYS, "GRPO", GRPO_PANELS)
     shutil.rmtree(work, ignore_errors=True)
     log.info("grpo metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
