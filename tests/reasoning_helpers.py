@@ -27,10 +27,14 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def tiny_sid_model(dest: Path, levels: int = LEVELS, codes: int = CODES) -> Path:
-    """tiny-qwen3 + SID tokens, saved as a HF directory."""
+def tiny_sid_model(dest: Path, levels: int = LEVELS, codes: int = CODES, seed: int = 0) -> Path:
+    """tiny-qwen3 + SID tokens, saved as a HF directory. Seeded: the new SID rows are drawn from
+    torch's global generator, which earlier tests leave in any state."""
+    import torch
+
     from sidreasoner_core.models import TINY, add_sid_tokens, load_model
 
+    torch.manual_seed(seed)
     model, tok = load_model(TINY)
     add_sid_tokens(tok, model, sidlib.vocabulary(levels, codes))
     model.save_pretrained(dest)
