@@ -144,8 +144,8 @@ def main() -> None:
             results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size))
     else:
         preset = load_mapping(args.preset)
+        seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
         for ablation in args.ablations.split(","):
-            seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
             for seed in seeds:
                 cfg = seeded(preset, seed, ablation)
                 t0 = time.time()

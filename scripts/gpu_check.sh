@@ -64,22 +64,32 @@ cd "$REPO"
 
 RESULTS=()
 declare -A SECS
-stage() {  # stage NAME args... : run one CLI stage, log to $W/NAME.log, record PASS/FAIL and seconds
-  local name=$1; shift
+run_part() {  # run_part NAME LIMIT cmd... : run one part under the budget and a timeout, log to $W/NAME.log,
+              # record PASS/FAIL, seconds and its time span (for the per-part peak of GPU memory)
+  local name=$1 limit=$2; shift 2
   if [ $SECONDS -gt "$BUDGET" ]; then echo "SKIP $name (past the ${BUDGET} s budget)"; RESULTS+=("$name:SKIP"); return 1; fi
-  local t0=$(date +%s.%N) limit=$STAGE_TIMEOUT
-  [ "$name" = align ] && limit=$((STAGE_TIMEOUT + 90))
-  [ "$name" = grpo ] && limit=$((STAGE_TIMEOUT + 60))
-  timeout -k 10 "$limit" "$PY" -c "from sidreasoner_core.cli import app; app()" "${name%%_*}" "$@" > "$W/$name.log" 2>&1
+  local t0=$(date +%s.%N)
+  timeout -k 10 "$limit" "$@" > "$W/$name.log" 2>&1
   local rc=$?
   [ $rc = 124 ] && echo "(timed out after $limit s)" >> "$W/$name.log"
   local t1=$(date +%s.%N)
   SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
-  echo "$name $t0 $t1" >> "$W/spans.txt"  # for the per-part peak of GPU memory
+  echo "$name $t0 $t1" >> "$W/spans.txt"
   if [ $rc = 0 ]; then echo "PASS $name (${SECS[$name]} s)"; RESULTS+=("$name:PASS")
   else echo "FAIL $name (exit $rc, ${SECS[$name]} s); last lines of $W/$name.log:"; tail -n 40 "$W/$name.log"
        RESULTS+=("$name:FAIL"); fi
   return $rc
+}
+stage() {  # stage NAME args... : one CLI stage (NAME up to the first _ is the subcommand)
+  local name=$1; shift
+  local limit=$STAGE_TIMEOUT
+  [ "$name" = align ] && limit=$((STAGE_TIMEOUT + 90))
+  [ "$name" = grpo ] && limit=$((STAGE_TIMEOUT + 60))
+  run_part "$name" "$limit" "$PY" -c "from sidreasoner_core.cli import app; app()" "${name%%_*}" "$@"
+}
+pyscript() {  # pyscript NAME args... <<'EOF' : a python script on stdin
+  local name=$1; shift
+  run_part "$name" "$STAGE_TIMEOUT" "$PY" - "$@"
 }
 
 "$PY" - <<EOF || { echo "FAIL env: python imports"; exit 1; }
@@ -127,21 +137,6 @@ yaml.safe_dump(cfg, open("$W/config_direct_bf16.yaml", "w"), sort_keys=False)
 EOF
 EMB=$REPO/.whl/sample_embeddings.npy
 SIDS_ARGS=(--embeddings "$EMB"); [ -f "$EMB" ] || SIDS_ARGS=(--from-index)
-
-pyscript() {  # pyscript NAME args... <<'EOF' : like stage, for a python script on stdin
-  local name=$1; shift
-  if [ $SECONDS -gt "$BUDGET" ]; then echo "SKIP $name (past the ${BUDGET} s budget)"; RESULTS+=("$name:SKIP"); return 1; fi
-  local t0=$(date +%s.%N)
-  timeout -k 10 "$STAGE_TIMEOUT" "$PY" - "$@" > "$W/$name.log" 2>&1
-  local rc=$?
-  [ $rc = 124 ] && echo "(timed out after $STAGE_TIMEOUT s)" >> "$W/$name.log"
-  local t1=$(date +%s.%N)
-  SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
-  echo "$name $t0 $t1" >> "$W/spans.txt"
-  if [ $rc = 0 ]; then echo "PASS $name (${SECS[$name]} s)"; RESULTS+=("$name:PASS")
-  else echo "FAIL $name (exit $rc)"; tail -n 30 "$W/$name.log"; RESULTS+=("$name:FAIL"); fi
-  return $rc
-}
 
 stage data --input sample_data/Industrial_and_Scientific --out "$W/dataset" --config "$W/config.yaml" \
 && { ! want sids || stage sids --dataset "$W/dataset" --out "$W/sids" --config "$W/config.yaml" "${SIDS_ARGS[@]}"; } \
@@ -305,17 +300,19 @@ fig = {"overall": overall, "total_s": int(total), "parts": dict(r.split(":") for
 envf = w / "env.txt"
 if envf.exists():
     fig["env"] = envf.read_text().strip()
-for name in ("model", "model_inproc"):
+def train_log(name):  # the Trainer's closing {'train_runtime': ...} line of a stage log
+    lp = w / f"{name}.log"
+    m = re.findall(r"\{[^{}]*'train_runtime'[^{}]*\}", lp.read_text() if lp.exists() else "")
+    return ast.literal_eval(m[-1]) if m else {}
+for name, log_name in (("model", "align"), ("model_inproc", "align_inproc")):
     a = {}
-    lp = w / ("align.log" if name == "model" else "align_inproc.log")
+    lp = w / f"{log_name}.log"
     if not lp.exists():
         continue
-    log = lp.read_text()
-    c = re.search(r"launching: .*--config_file \S*/(\S+\.yaml)", log)
+    c = re.search(r"launching: .*--config_file \S*/(\S+\.yaml)", lp.read_text())
     a["launch"] = c.group(1) if c else "in-process"
-    m = re.findall(r"\{[^{}]*'train_runtime'[^{}]*\}", log)
-    if m:
-        d = ast.literal_eval(m[-1])
+    d = train_log(log_name)
+    if d:
         a["train_runtime_s"] = round(float(d["train_runtime"]), 2)
         a["train_steps_per_s"] = float(d["train_steps_per_second"])
     p = w / name / "metrics.json"
@@ -325,7 +322,7 @@ for name in ("model", "model_inproc"):
                   if isinstance(mt.get(k), (int, float))})
         if a.get("train_runtime_s") and mt.get("global_step"):
             a["s_per_step_incl_eval_save"] = round(a["train_runtime_s"] / mt["global_step"], 3)
-    fig["align" if name == "model" else "align_inproc"] = a
+    fig[log_name] = a
 for name in ("eval", "eval_direct", "eval_direct_bf16"):
     d = w / name
     if (d / "metrics.json").exists():
@@ -341,10 +338,6 @@ for name, tag in (("beam_bench", "BEAM_BENCH "), ("grpo_probe", "GRPO_PROBE ")):
         for line in bb.read_text().splitlines():
             if line.startswith(tag):
                 fig[name] = json.loads(line[len(tag):])
-def train_log(name):  # the Trainer's closing {'train_runtime': ...} line of a stage log
-    lp = w / f"{name}.log"
-    m = re.findall(r"\{[^{}]*'train_runtime'[^{}]*\}", lp.read_text() if lp.exists() else "")
-    return ast.literal_eval(m[-1]) if m else {}
 def model_dtype(d):
     p = d / "model" / "config.json"
     if p.exists():
