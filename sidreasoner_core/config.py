@@ -48,14 +48,24 @@ def load_mapping(source: str | Path | dict | None) -> dict:
         return source
     text = str(source)
     if text.lstrip().startswith("{"):
-        return json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config JSON: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON: top level must be a mapping")
+        return data
     path = Path(text)
     if not path.exists() and (PRESETS_DIR / f"{text}.yaml").exists():
         path = PRESETS_DIR / f"{text}.yaml"
     if not path.exists():
         raise ConfigError(f"{text}: config file or preset not found (presets: {list_presets()})")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -64,11 +74,14 @@ def load_mapping(source: str | Path | dict | None) -> dict:
 
 
 def section(source: str | Path | dict | None, name: str) -> dict:
-    data = load_mapping(source)
-    value = data.get(name) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"config section '{name}' must be a mapping")
-    return value
+    """The `name` section of a pipeline config, after validating the whole config: an unknown
+    section (a typo such as `dat:`) or a bad value in any section fails here, before a stage starts
+    any work or creates any folder."""
+    from .stages import validate_pipeline_config
+
+    where = "config_json" if isinstance(source, str) and source.lstrip().startswith("{") else str(source)
+    data = validate_pipeline_config(load_mapping(source), name=where if source is not None else "<config>")
+    return data.get(name) or {}
 
 
 def list_presets() -> list[str]:

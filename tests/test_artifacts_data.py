@@ -124,8 +124,9 @@ def test_a_killed_write_leaves_no_readable_artifact(tmp_path, previous):
     else:
         with pytest.raises(ArtifactError, match="does not exist"):
             open_artifact(out)
-    _write(out, "v3")  # the next write goes through regardless of the leftovers
+    _write(out, "v3")  # the next write goes through and removes the killed write's leftovers
     assert (open_artifact(out).path / "a.txt").read_text() == "v3"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".art.")]
 
 
 # ------------------------------------------------------------------ S3 (moto server over HTTP)
