@@ -275,12 +275,15 @@ def write_artifact(
         tmp.mkdir()
     else:
         target = Path(uri)
-        _mkdir(target.parent)
+        _mkdir(target.parent, uri)
         clean_leftovers(target.parent, f".{target.name}")
         tmp = target.parent / _temp_name(f".{target.name}")
-        _mkdir(tmp)
+        _mkdir(tmp, uri)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            raise _as_output_error(exc, uri) from exc
         files = _digests(tmp)
         manifest = {
             "kind": kind,
@@ -292,8 +295,8 @@ def write_artifact(
             "parents": [p.ref() if isinstance(p, Artifact) else p for p in (parents or [])],
             **(extra or {}),
         }
-        _write_json_atomic(tmp / MANIFEST, manifest)
         if storage.is_s3(uri):
+            _write_json_atomic(tmp / MANIFEST, manifest)
             check_output(uri, kind, sources)  # again: the body may have run for hours
             if overwrite:
                 storage.delete_prefix(uri)
@@ -305,17 +308,33 @@ def write_artifact(
             storage.delete_key(f"{base}/{WRITING}")
         else:
             check_output(uri, kind, sources)
-            _publish_local(tmp, Path(uri), overwrite)
+            try:
+                _write_json_atomic(tmp / MANIFEST, manifest)
+                _publish_local(tmp, Path(uri), overwrite)
+            except OSError as exc:
+                raise _as_output_error(exc, uri) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _mkdir(path: Path) -> None:
+def _mkdir(path: Path, uri: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise OutputError(f"{path}: is a file; cannot create the output folder there") from None
+        raise OutputError(f"{uri}: a parent of it is a file; cannot create the output folder there") from None
+    except OSError as exc:
+        raise _as_output_error(exc, uri) from exc
+
+
+def _as_output_error(exc: OSError, uri: str) -> OSError:
+    """An OSError of a write (disk full, read-only, permissions) re-addressed to the output the user
+    named, not to a temp file inside it; Arrow's errors carry the errno only in their text."""
+    code = exc.errno
+    if code is None:
+        m = re.search(r"\[Errno (\d+)\]", str(exc))
+        code = int(m.group(1)) if m else None
+    return OSError(code, exc.strerror or str(exc), uri)
 
 
 def _exchange(a: Path, b: Path) -> bool:

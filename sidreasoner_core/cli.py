@@ -56,7 +56,11 @@ def describe(exc: BaseException) -> tuple[int, str]:
 
 def one_line(message: str) -> str:
     """Multi-line messages (config errors list every field) joined on one line."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
+    line = parts[0] if parts else ""
+    for part in parts[1:]:
+        line += (" " if line.endswith(":") else "; ") + part
+    return line
 
 
 def _with_shared_options(name: str, callback):
