@@ -258,7 +258,7 @@ CASES = [
          BAD_INPUT, "field 'max_history'"),
     Case("config-bad-value-in-another-section",
          lambda c: data(raw(c), c.w / "o", "--config", config(c, "sids:\n  epochs: -1\n")),
-         BAD_INPUT, "[sids]: invalid SidsConfig:; field 'epochs'"),
+         BAD_INPUT, "[sids]: invalid SidsConfig: field 'epochs'"),
     Case("config-unknown-field", lambda c: data(raw(c), c.w / "o", "--config", config(c, "data:\n  kcore: 3\n")),
          BAD_INPUT, "field 'kcore': Extra inputs are not permitted"),
     Case("config-file-missing", lambda c: data(raw(c), c.w / "o", "--config", str(c.w / "none.yaml")),
