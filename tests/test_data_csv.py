@@ -196,3 +196,38 @@ def test_named_format_that_does_not_fit_the_directory(tmp_path):
         build(DataConfig(format="csv"), root)
     with pytest.raises(DataError, match="expected one reviews file and one meta"):
         build(DataConfig(format="amazon2023"), SAMPLE)
+
+
+def test_csv_and_raw_readers_count_the_same_faults_the_same_way(tmp_path):
+    """The same meta faults (a scraped-HTML title, a too-short title, a repeated item record) arrive once as
+    a raw 2018 dump and once as processed CSV: both readers drop the same items, under the same reasons."""
+    import csv as csvmod
+
+    from data_helpers import write_lines
+
+    root, _ = make_raw(tmp_path / "raw" / "Cat", "amazon2018", seed=4)
+    meta = root / "meta_Cat.json"
+    recs = [json.loads(x) for x in meta.read_text().splitlines()]
+    recs[1]["title"] = '<span class="a-size-medium">x</span>'
+    recs[2]["title"] = " a "
+    write_lines(meta, [json.dumps(r) for r in recs] + [json.dumps(dict(recs[3], title="Second copy"))])
+    items_raw, samples_raw, stats_raw, _ = build(DataConfig(k_core=2), root)
+
+    d = tmp_path / "csv" / "Cat"
+    d.mkdir(parents=True)
+    entries = [json.dumps(r["asin"]) + ": " + json.dumps({"title": r["title"], "description": "",
+                                                           "brand": "", "categories": ""})
+               for r in recs + [dict(recs[3], title="Second copy")]]
+    (d / "item.json").write_text("{" + ",\n".join(entries) + "}")  # the repeated key, as a file can hold it
+    for split in ("train", "valid", "test"):
+        rows = samples_raw[samples_raw["split"] == split]
+        with open(d / f"{split}.csv", "w", newline="") as f:
+            w = csvmod.writer(f)
+            w.writerow(["user_id", "history_item_id", "item_id"])
+            w.writerows([u, repr(list(h)), t] for u, h, t in zip(rows["user_id"], rows["history"], rows["target"]))
+    items_csv, samples_csv, stats_csv, _ = build(DataConfig(), d)
+    for reason in ("items_no_title", "meta_duplicate"):
+        assert stats_csv["dropped"][reason] == stats_raw["dropped"][reason] > 0, reason
+    assert set(items_csv["item_id"]) >= set(items_raw["item_id"])
+    assert dict(zip(items_csv["item_id"], items_csv["title"]))[recs[3]["asin"]] == recs[3]["title"]  # first wins
+    assert len(samples_csv) == len(samples_raw) and stats_csv["samples"] == stats_raw["samples"]
