@@ -1,5 +1,6 @@
 """Cleaning rules shared by every reader (raw dumps and processed CSV), so the same input is kept or
-dropped -- and counted under the same reason -- whichever format it arrives in (paper §5.1 data)."""
+dropped -- and counted under the same reason -- whichever format it arrives in (the Amazon datasets of
+paper §4.1.1)."""
 from __future__ import annotations
 
 import html

@@ -2,7 +2,7 @@
 
 Amazon 2018 files hold seconds, the 2023 release milliseconds; copies in the wild mix them up,
 and read in the wrong unit the dates land in 1970 or tens of thousands of years ahead, which
-silently ruins the time split (paper §5.1: leave-by-time splits). Each file's values are
+silently ruins the temporal 8:1:1 split (paper §4.1.1). Each file's values are
 classified: seconds and milliseconds of dates in the plausible range are disjoint intervals,
 so one pass tells the unit. A file that mixes units, or holds no plausible date, is an error
 saying what was found; single implausible values are bad lines (error, or quarantine with
