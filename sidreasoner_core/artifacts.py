@@ -243,7 +243,7 @@ def clean_leftovers(folder: Path, stem: str) -> list[Path]:
     return removed
 
 
-def _temp_name(stem: str, what: str = "tmp") -> str:
+def temp_name(stem: str, what: str = "tmp") -> str:
     return f"{stem}.{what}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -271,13 +271,13 @@ def write_artifact(
     check_output(uri, kind, sources)
     if storage.is_s3(uri):
         clean_leftovers(Path(tempfile.gettempdir()), "sidr-art")
-        tmp = Path(tempfile.gettempdir()) / _temp_name("sidr-art")
+        tmp = Path(tempfile.gettempdir()) / temp_name("sidr-art")
         tmp.mkdir()
     else:
         target = Path(uri)
         _mkdir(target.parent, uri)
         clean_leftovers(target.parent, f".{target.name}")
-        tmp = target.parent / _temp_name(f".{target.name}")
+        tmp = target.parent / temp_name(f".{target.name}")
         _mkdir(tmp, uri)
     try:
         try:
@@ -367,7 +367,7 @@ def _publish_local(tmp: Path, target: Path, overwrite: bool) -> None:
             return
         else:
             # Move the old one aside first so the swap is two renames, never a half-deleted dir.
-            old = target.parent / _temp_name(f".{target.name}", "old")
+            old = target.parent / temp_name(f".{target.name}", "old")
             os.rename(target, old)
             os.rename(tmp, target)
             if old.is_dir() and not old.is_symlink():

@@ -12,7 +12,7 @@ from typing import Iterator
 import pandas as pd
 
 from .. import storage
-from ..artifacts import Artifact, check_output, open_artifact, write_artifact
+from ..artifacts import Artifact, check_output, clean_leftovers, open_artifact, temp_name, write_artifact
 from . import processed_csv
 from .config import DataConfig
 from .errors import BadLines, DataError
@@ -110,7 +110,10 @@ def local_input(input_uri: str) -> Iterator[Path]:
     if not storage.is_s3(input_uri):
         yield Path(input_uri)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="sidr-data-in-"))
+    scratch = Path(tempfile.gettempdir())
+    clean_leftovers(scratch, "sidr-data-in")  # downloads of killed runs
+    tmp = scratch / temp_name("sidr-data-in")
+    tmp.mkdir()
     try:
         local = tmp / (Path(input_uri.rstrip("/")).name or "input")
         local.mkdir()
