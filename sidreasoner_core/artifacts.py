@@ -275,15 +275,15 @@ def write_artifact(
         tmp.mkdir()
     else:
         target = Path(uri)
+        created = _missing_ancestors(target.parent)
         _mkdir(target.parent, uri)
         clean_leftovers(target.parent, f".{target.name}")
         tmp = target.parent / temp_name(f".{target.name}")
         _mkdir(tmp, uri)
+    published = False
     try:
-        try:
+        with _output_errors(uri, tmp):
             yield tmp
-        except OSError as exc:
-            raise _as_output_error(exc, uri) from exc
         files = _digests(tmp)
         manifest = {
             "kind": kind,
@@ -308,14 +308,26 @@ def write_artifact(
             storage.delete_key(f"{base}/{WRITING}")
         else:
             check_output(uri, kind, sources)
-            try:
+            with _output_errors(uri, tmp):
                 _write_json_atomic(tmp / MANIFEST, manifest)
                 _publish_local(tmp, Path(uri), overwrite)
-            except OSError as exc:
-                raise _as_output_error(exc, uri) from exc
+        published = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not published and not storage.is_s3(uri):
+            for d in reversed(created):  # folders made for the output, when nothing was published
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+def _missing_ancestors(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
 
 
 def _mkdir(path: Path, uri: str) -> None:
@@ -324,17 +336,27 @@ def _mkdir(path: Path, uri: str) -> None:
     except FileExistsError:
         raise OutputError(f"{uri}: a parent of it is a file; cannot create the output folder there") from None
     except OSError as exc:
-        raise _as_output_error(exc, uri) from exc
+        raise OSError(exc.errno, exc.strerror, uri) from exc
 
 
-def _as_output_error(exc: OSError, uri: str) -> OSError:
-    """An OSError of a write (disk full, read-only, permissions) re-addressed to the output the user
-    named, not to a temp file inside it; Arrow's errors carry the errno only in their text."""
-    code = exc.errno
-    if code is None:
-        m = re.search(r"\[Errno (\d+)\]", str(exc))
-        code = int(m.group(1)) if m else None
-    return OSError(code, exc.strerror or str(exc), uri)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@contextlib.contextmanager
+def _output_errors(uri: str, tmp: Path):
+    """A write's OSError (disk full, read-only, permissions) re-addressed to the output the user named,
+    not to a temp file inside it; Arrow's errors carry the errno only in their text. Errors about
+    other files (an input the body reads) pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        code = exc.errno
+        if code is None:
+            m = re.search(r"\[Errno (\d+)\]", str(exc))
+            code = int(m.group(1)) if m else None
+        if code not in _WRITE_ERRNOS and not str(exc.filename or "").startswith(str(tmp)):
+            raise
+        raise OSError(code, exc.strerror or str(exc), uri) from exc
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -223,3 +223,12 @@ def test_leftovers_of_live_writers_are_kept(tmp_path):
     gone.mkdir(), live.mkdir()
     _write(tmp_path / "art", "v1")
     assert not gone.exists() and live.exists()
+
+
+def test_a_failing_write_removes_the_folders_it_made(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError):
+        with write_artifact(tmp_path / "a" / "b" / "c" / "art", kind="dataset") as d:
+            (d / "x.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.rglob("*")] == ["a"]  # `a` was there before; b and c are gone
