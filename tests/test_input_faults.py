@@ -105,6 +105,10 @@ def set_ts(fmt_ts: str, fn):
     return lambda i, r: {**r, fmt_ts: fn(i, r[fmt_ts])}
 
 
+def far_future_at_line_9(i: int, t: int) -> int:
+    return 99_999_999_999 if i == 9 else t
+
+
 # ------------------------------------------------------------------ the rows
 
 @dataclass
@@ -200,15 +204,16 @@ CASES = [
                                  set_ts("timestamp", lambda i, t: t // 1000 if i % 50 == 0 else t)),
                     data(r, c.w / "o"))[1], BAD_INPUT, "field 'timestamp' mixes units"),
     Case("ts-one-far-future-value",
-         lambda c: (edit_records(reviews_file(r := raw(c)), set_ts("unixReviewTime", lambda i, t: 99_999_999_999 if i == 9 else t)),
+         lambda c: (edit_records(reviews_file(r := raw(c)), set_ts("unixReviewTime", far_future_at_line_9)),
                     data(r, c.w / "o"))[1], BAD_INPUT, "Cat.json:9: field 'unixReviewTime': 99999999999 is"),
     Case("ts-far-future-value-skipped",
-         lambda c: (edit_records(reviews_file(r := raw(c)), set_ts("unixReviewTime", lambda i, t: 99_999_999_999 if i == 9 else t)),
+         lambda c: (edit_records(reviews_file(r := raw(c)), set_ts("unixReviewTime", far_future_at_line_9)),
                     data(r, c.w / "o", "--skip-bad-lines"))[1], OK, '"bad_line:bad_timestamp": 1'),
     Case("ts-all-in-1970",
          lambda c: (edit_records(reviews_file(r := raw(c)), set_ts("unixReviewTime", lambda i, t: i)),
                     data(r, c.w / "o"))[1], BAD_INPUT, "no timestamp in the plausible range"),
-    Case("ts-window-recorded", lambda c: data(raw(c), c.w / "o", "--date-window", "2017-01-01:2018-12-31", "--k-core", "2"),
+    Case("ts-window-recorded",
+         lambda c: data(raw(c), c.w / "o", "--date-window", "2017-01-01:2018-12-31", "--k-core", "2"),
          OK, '"window": [\n      "2017-01-01",'),
     Case("ts-window-excludes-everything", lambda c: data(raw(c), c.w / "o", "--date-window", "2001-01-01:2001-12-31"),
          BAD_INPUT, "no reviews in the date window 2001-01-01..2001-12-31"),
@@ -250,9 +255,11 @@ CASES = [
          BAD_INPUT, "cannot read past this line"),
 
     # --- configuration: validated completely before any work or folder creation
-    Case("config-unknown-section", lambda c: data(raw(c), c.w / "new" / "o", "--config", config(c, "dat:\n  k_core: 3\n")),
+    Case("config-unknown-section",
+         lambda c: data(raw(c), c.w / "new" / "o", "--config", config(c, "dat:\n  k_core: 3\n")),
          BAD_INPUT, "unknown section(s) ['dat']"),
-    Case("config-negative-k-core", lambda c: data(raw(c), c.w / "new" / "o", "--config", config(c, "data:\n  k_core: -3\n")),
+    Case("config-negative-k-core",
+         lambda c: data(raw(c), c.w / "new" / "o", "--config", config(c, "data:\n  k_core: -3\n")),
          BAD_INPUT, "field 'k_core': Input should be greater than or equal to 1"),
     Case("config-zero-history", lambda c: data(raw(c), c.w / "o", "--config", config(c, "data:\n  max_history: 0\n")),
          BAD_INPUT, "field 'max_history'"),
