@@ -272,6 +272,12 @@ CASES = [
          BAD_INPUT, "none.yaml: config file or preset not found"),
     Case("config-not-a-mapping", lambda c: data(raw(c), c.w / "o", "--config", config(c, "- a\n- b\n")),
          BAD_INPUT, "top level must be a mapping"),
+    Case("run-config-unknown-section-makes-no-run-folder",
+         lambda c: ["run", "--data", str(SAMPLE), "--out", str(c.w / "runs"), "--config", config(c, "grop: {}\n")],
+         BAD_INPUT, "unknown section(s) ['grop']"),
+    Case("run-input-missing-makes-no-run-folder",
+         lambda c: ["run", "--data", str(c.w / "nope"), "--out", str(c.w / "runs"), "--config", "smoke"],
+         BAD_INPUT, "nope: input does not exist"),
     Case("config-bad-yaml", lambda c: data(raw(c), c.w / "o", "--config", config(c, "data: [\n")),
          BAD_INPUT, "not valid YAML"),
 
