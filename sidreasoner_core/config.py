@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound="StageConfig")
 
@@ -20,6 +20,17 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     pass
+
+
+def _step_budget(v: int) -> int:
+    if v == 0 or v < -1:
+        raise ValueError(f"{v} is not a step budget: give a positive number of steps, or -1 to let epochs decide")
+    return v
+
+
+# An optimizer-step budget: > 0 bounds the run, -1 leaves it to the epochs; 0 or other negatives would
+# silently train nothing or forever, so they fail validation before any work starts.
+StepBudget = Annotated[int, AfterValidator(_step_budget)]
 
 
 class StageConfig(BaseModel):
