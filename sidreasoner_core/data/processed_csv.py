@@ -17,7 +17,7 @@ import pandas as pd
 from . import rules
 from .amazon_raw import invalid_text
 from .errors import BadLines, DataError
-from .schema import SPLITS
+from ..dataset import SPLITS
 
 REQUIRED_COLUMNS = ("user_id", "history_item_id", "item_id")
 
