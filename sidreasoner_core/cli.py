@@ -65,7 +65,8 @@ def one_line(message: str) -> str:
 
 def _with_shared_options(name: str, callback):
     """The command's callback with `--verbose` (every command) and `--force` (artifact commands) added
-    to its signature, and its `--out` checked before it runs (not its input, nothing foreign there)."""
+    to its signature; before it runs, its `--config` is validated whole and its `--out` checked (not
+    its input, nothing foreign there)."""
     sig = inspect.signature(callback, eval_str=True)
     hints = typing.get_type_hints(callback)
     kw = inspect.Parameter.KEYWORD_ONLY
@@ -90,6 +91,11 @@ def _with_shared_options(name: str, callback):
         if name in ARTIFACT_COMMANDS and (kwargs.pop("force", False) if "force" not in sig.parameters
                                           else kwargs.get("force")):
             artifacts.set_force(True)
+        if isinstance(kwargs.get("config"), str) and kwargs["config"]:
+            # the whole config, before any work or folder: a typo'd section or a bad value anywhere
+            from .stages import validate_pipeline_config
+
+            validate_pipeline_config(kwargs["config"], name=kwargs["config"])
         if guard_out and kwargs.get("out"):
             inputs = [v for k, v in kwargs.items()
                       if k != "out" and isinstance(v, str) and v and (is_s3(v) or Path(v).exists())]

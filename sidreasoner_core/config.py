@@ -92,14 +92,13 @@ def load_mapping(source: str | Path | dict | None) -> dict:
 
 
 def section(source: str | Path | dict | None, name: str) -> dict:
-    """The `name` section of a pipeline config, after validating the whole config: an unknown
-    section (a typo such as `dat:`) or a bad value in any section fails here, before a stage starts
-    any work or creates any folder."""
-    from .stages import validate_pipeline_config
-
-    where = "config_json" if isinstance(source, str) and source.lstrip().startswith("{") else str(source)
-    data = validate_pipeline_config(load_mapping(source), name=where if source is not None else "<config>")
-    return data.get(name) or {}
+    """The `name` section of a pipeline config. (The command line validates the whole config --
+    every section, unknown ones too -- before a command starts: `stages.validate_pipeline_config`.)"""
+    data = load_mapping(source)
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping")
+    return value
 
 
 def list_presets() -> list[str]:
