@@ -77,7 +77,8 @@ def _with_shared_options(name: str, callback):
     if name in ARTIFACT_COMMANDS and "force" not in sig.parameters:
         added.append(inspect.Parameter("force", kw, annotation=bool, default=typer.Option(
             False, "--force", help="replace whatever is at --out (an input is never replaced)")))
-    own = [p for p in sig.parameters.values()]
+    own = list(sig.parameters.values())
+    shared = {p.name for p in added}
     guard_out = name in ARTIFACT_COMMANDS and "out" in sig.parameters
 
     def wrapped(**kwargs):
@@ -85,11 +86,11 @@ def _with_shared_options(name: str, callback):
         from . import artifacts
         from .storage import is_s3
 
-        if kwargs.pop("verbose", False) if "verbose" not in sig.parameters else kwargs.get("verbose"):
+        flags = {k: kwargs.pop(k) if k in shared else kwargs.get(k, False) for k in ("verbose", "force")}
+        if flags["verbose"]:
             _VERBOSE = True
             logging.getLogger().setLevel(logging.DEBUG)
-        if name in ARTIFACT_COMMANDS and (kwargs.pop("force", False) if "force" not in sig.parameters
-                                          else kwargs.get("force")):
+        if flags["force"] and name in ARTIFACT_COMMANDS:
             artifacts.set_force(True)
         if isinstance(kwargs.get("config"), str) and kwargs["config"]:
             # the whole config, before any work or folder: a typo'd section or a bad value anywhere
