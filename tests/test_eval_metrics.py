@@ -38,9 +38,11 @@ def test_report_has_tables_and_inline_plots(tmp_path):
     rows = {"model (direct)": {"n": 5, "recall@1": 0.2, "ndcg@1": 0.2, "recall@10": 0.6, "ndcg@10": 0.4},
             "sasrec": {"n": 5, "recall@1": 0.0, "ndcg@1": 0.0, "recall@10": 0.4, "ndcg@10": 0.2}}
     md, page = render(tmp_path, "t", {"model": "m"}, {"main": rows}, [1, 10], [0.2, 0.4], [3, 5, 8],
-                      [{"user_id": "u", "target_sid": "<a_1><b_1><c_1>", "rank": 0,
-                        "ranked_sids": ["<a_1><b_1><c_1>"], "reasoning": "because"}], ["a note"])
+                      [{"mode": "thinking", "user_id": "u", "history": [("<a_2><b_1><c_1>", "Hex bolt")],
+                        "target": ("<a_1><b_1><c_1>", "Nut"), "rank": "rank 1",
+                        "top": [("<a_1><b_1><c_1>", "Nut", True)], "reasoning": "because"}], ["a note"])
     assert "| model (direct) | 5 | 0 | 0.2000 | 0.2000 | 0.6000 | 0.4000 |" in md
     assert page.count("data:image/png;base64,") == 3 and "&lt;a_1&gt;" in page
+    assert "the target is rank 1" in md and "`<a_1><b_1><c_1> Nut <- target`" in md and "Hex bolt" in page
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["best_of_n.png", "metrics_vs_k.png",
                                                                       "reasoning_length.png"]
