@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
 COMPILED_DIR = "pipelines/compiled"
 # Modules of pipelines/ that define no pipeline (placement helpers, the local runner).
-_NOT_PIPELINE_MODULES = {"__init__", "local", "placement"}
+_NOT_PIPELINE_MODULES = {"__init__", "local", "placement", "images", "contract", "rehearsal"}
 _CRON_FIELDS = (  # KFP's scheduler (robfig/cron) takes 6 fields, seconds first
     ("second", 0, 59, None),
     ("minute", 0, 59, None),
