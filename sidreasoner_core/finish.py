@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .artifacts import open_artifact
-from .evaluation.stage import flat_metrics
+from .evaluation.score import flat_metrics
 
 
 def finish_step(tracking_uri: str, parent_run_id: str, model_uri: str, evaluation_uri: str,

@@ -2,8 +2,8 @@
 
 `CurveLog` appends every trainer log (reward and each reward part, KL, entropy, completion and
 reasoning length, valid-SID share, ...) to a JSON-lines file that survives a kill, and forwards it
-to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in the
-evaluation stage's own thinking mode (`evaluation.thinking` + `evaluation.constrained`): greedy
+to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in
+the evaluation's thinking mode (the shared `decoding.thinking` + `decoding.constrained`): greedy
 reasoning until `</think>` (closed by force when the budget runs out), then beam search over
 catalogue SIDs.
 """
@@ -84,18 +84,19 @@ def curve_callback(curves: CurveLog):
 
 
 def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], trie,
-                    max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8) -> dict[str, float]:
+                    max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8,
+                    max_sid_tokens: int | None = None) -> dict[str, float]:
     """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (greedy reasoning, then constrained
     beam search over catalogue SIDs), plus mean reasoning tokens and the share closed by force."""
-    from ..evaluation.constrained import rank_sids
-    from ..evaluation.metrics import rank_metrics
-    from ..evaluation.thinking import generate_reasoning
+    from ..decoding.constrained import rank_sids
+    from ..metrics import rank_metrics
+    from ..decoding.thinking import generate_reasoning
 
     was_training = model.training
     model.eval()
     try:
         traces = [t[0] for t in generate_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size,
-                                                   progress=False)]
+                                                   progress=False, max_sid_tokens=max_sid_tokens)]
         ranked = rank_sids(model, tokenizer, [t.context for t in traces], trie, num_beams=num_beams,
                            batch_size=batch_size, progress=False)
     finally:
@@ -107,9 +108,11 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
     return out
 
 
-def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], every: int,
-                    max_reasoning_tokens: int, num_beams: int = 10):
-    """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `every` steps and at the end."""
+def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], cfg):
+    """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `cfg.eval_steps` steps and at
+    the end, with the GRPO config's evaluation settings (`eval_*`)."""
+    every = cfg.eval_steps
+    max_reasoning_tokens = cfg.eval_max_reasoning_tokens or cfg.max_completion_length
     Base = _trainer_callback_base()
 
     class RecallCallback(Base):
@@ -122,14 +125,14 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
         def _measure(self, state, model, tokenizer):
             if state.global_step in self.done or not state.is_world_process_zero:
                 return
-            from ..evaluation.constrained import SIDTrie
+            from ..decoding.constrained import SIDTrie
 
             if self.trie is None:
                 self.trie = SIDTrie.build(catalogue_sids, tokenizer)
                 self.prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                                 for r in rows]
             m = thinking_recall(model, tokenizer, self.prompts, [r["target_sid"] for r in rows], self.trie,
-                                max_reasoning_tokens, num_beams)
+                                max_reasoning_tokens, cfg.eval_beams, max_sid_tokens=cfg.eval_max_reasoning_sid_tokens)
             self.done.add(state.global_step)
             self.last = {f"eval/{k}": v for k, v in m.items()}
             curves.write(state.global_step, self.last)
