@@ -108,7 +108,7 @@ def run(use_vllm: bool, model_dir: Path, rows: list[dict], catalogue, work: Path
             "generate_s": round(timing["generate_s"], 2), "setup_s": round(setup_s, 1),
             "rollouts_per_s": round(rollouts / timing["generate_s"], 2) if timing["generate_s"] else 0.0,
             "generation_calls": timing["calls"], "vllm_calls": timing["vllm_calls"],
-            "closed_think": sum(1 for p in preds if p.closed), "sids_in_catalogue": valid,
+            "closed_think": sum(1 for p in preds if p.has_think_close), "sids_in_catalogue": valid,
             "sample": timing["completions"][:2]}
 
 
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--prompts-per-step", type=int, default=2)
-    ap.add_argument("--max-completion", type=int, default=32)
+    ap.add_argument("--max-completion", type=int, default=64)
     ap.add_argument("--engines", default="transformers,vllm")
     ap.add_argument("--work", default=str(REPO / "bench_runs" / "rollouts"))
     args = ap.parse_args()
