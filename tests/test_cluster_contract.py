@@ -100,10 +100,14 @@ def test_defect_vllm_missing_from_the_rollout_lock(tmp_path):
     assert any("grpo.use_vllm" in v and "has no vllm" in v for v in found), found
 
 
-def test_defect_gsm8k_from_sample_data():
-    """The old default: sample_data/, which every image's .dockerignore leaves out."""
+def test_defect_gsm8k_from_sample_data(tmp_path):
+    """The old default: sample_data/gsm8k/, which every image's .dockerignore leaves out."""
+    repo = _repo_copy(tmp_path)
+    (repo / "sample_data").unlink()
+    (repo / "sample_data" / "gsm8k").mkdir(parents=True)
+    shutil.copy(REPO / "sidreasoner_core/resources/gsm8k_train_sample.jsonl", repo / "sample_data/gsm8k/train.jsonl")
     found = contract.violations(_placement("align_op"), contract.needs(
-        "align_op", _cluster(align__gsm8k_train="sample_data/gsm8k/train.jsonl")))
+        "align_op", _cluster(align__gsm8k_train="sample_data/gsm8k/train.jsonl")), repo)
     assert any("align.gsm8k_train" in v and "sample_data/gsm8k/train.jsonl" in v and "dockerignore" in v
                for v in found), found
 

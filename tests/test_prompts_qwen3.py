@@ -27,7 +27,7 @@ def qwen3_tokenizer():
 
 
 def test_direct_prompt_is_what_training_put_before_the_sid(qwen3_tokenizer):
-    from sidreasoner_core.align.sft import tokenize_record
+    from sidreasoner_core.training.sft import tokenize_record
 
     user = prompts.sid_history_prompt(["<a_1><b_2><c_3>"])
     sid = "<a_4><b_5><c_6>"
@@ -50,3 +50,13 @@ def test_template_that_drops_the_answer_is_refused(qwen3_tokenizer):
     qwen3_tokenizer.chat_template = "{% for m in messages %}{{ m.role }}{% endfor %}"
     with pytest.raises(ValueError, match="dropped the assistant answer"):
         prompts.direct_prompt(qwen3_tokenizer, "hi")
+
+
+def test_evaluation_direct_mode_uses_it(qwen3_tokenizer):
+    from sidreasoner_core.evaluation.decode import _prompts
+
+    history = [["<a_1><b_2><c_3>"]]
+    direct, = _prompts(qwen3_tokenizer, history, thinking=False)
+    thinking, = _prompts(qwen3_tokenizer, history, thinking=True)
+    assert direct.endswith("<think>\n\n</think>\n\n")
+    assert thinking.endswith("<|im_start|>assistant\n")  # thinking mode writes its own think block
