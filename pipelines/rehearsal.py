@@ -41,11 +41,12 @@ REPO = images.REPO
 SAMPLE_DATA = REPO / "sample_data" / "Industrial_and_Scientific"
 BUCKET = "rehearsal"
 
-# The one scale-down: models and budgets only (tiny model, few steps/samples/tokens).
+# The one scale-down: models and budgets only (tiny model, few steps/samples/tokens). small-qwen3, not
+# tiny-qwen3: vLLM's CPU attention needs head_dim >= 32 (sidreasoner_core/vllm_cpu.py).
 SCALE_DOWN: dict = {
     "sids": {"epochs": 2},
     "enrich": {"max_items": 24, "max_user_samples": 8},
-    "align": {"model": "tiny-qwen3", "max_per_task": 8, "eval_max_per_task": 4, "gsm8k_eval_n": 2,
+    "align": {"model": "small-qwen3", "max_per_task": 8, "eval_max_per_task": 4, "gsm8k_eval_n": 2,
               "gsm8k_max_new_tokens": 8, "gsm8k_batch_size": 2,
               "train": {"max_steps": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 4,
                         "gradient_accumulation_steps": 1, "max_length": 128, "eval_strategy": "steps",
@@ -53,7 +54,7 @@ SCALE_DOWN: dict = {
     "coldstart": {"max_samples": 8, "train": {"max_steps": 2, "per_device_train_batch_size": 2,
                                                "gradient_accumulation_steps": 1, "max_length": 128}},
     "grpo": {"num_generations": 2, "prompts_per_step": 2, "per_device_train_batch_size": 2,
-             "max_completion_length": 16, "max_steps": 1, "max_samples": 8, "eval_samples": 2, "eval_steps": 1,
+             "max_completion_length": 48, "max_steps": 1, "max_samples": 8, "eval_samples": 2, "eval_steps": 1,
              "eval_max_reasoning_tokens": 8, "save_steps": 1, "vllm_gpu_memory_utilization": 0.2},
     "evaluate": {"max_samples": 8, "thinking_samples": 2, "max_reasoning_tokens": 8, "best_of_n": 2,
                  "best_of_n_samples": 2, "batch_size": 8},
@@ -118,9 +119,11 @@ def cpu_swaps(config: dict, function: str, gpus: int) -> tuple[dict, list[str]]:
         section, sub = launch[function]
         node = cfg.setdefault(section, {}).setdefault(sub, {})
         n = int(node.get("num_gpus", 1))
-        if n > 1:
-            node["num_gpus"] = min(n, CPU_PROCESSES)
-            notes.append(f"{section}.{sub}.num_gpus {n} -> {node['num_gpus']} CPU processes")
+        # one colocated vLLM engine per process reserves a share of RAM: one process on this machine
+        cap = 1 if function == "grpo_op" and (cfg.get("grpo") or {}).get("use_vllm") else CPU_PROCESSES
+        if n > cap:
+            node["num_gpus"] = cap
+            notes.append(f"{section}.{sub}.num_gpus {n} -> {cap} CPU process(es)")
     return cfg, notes
 
 
