@@ -266,7 +266,9 @@ def _pod_env(placement: contract.Placement, env_python: Path, pod: Path, shim: P
            "PYTHONPATH": f"{shim}{os.pathsep}{REPO}",  # REPO: the image's `pip install --no-deps .`
            "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TMPDIR": str(pod / "tmp"), "REHEARSAL_S3_MOUNT": str(pod / "s3"),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1",
+           # DeepSpeed JIT-compiles its CPU ops on first use: once per image twin, not once per pod
+           "TORCH_EXTENSIONS_DIR": str(env_python.parent.parent / "torch_extensions")}
     for var, source in placement.env.items():
         env[var] = secrets[source]
     (pod / "home").mkdir(parents=True, exist_ok=True)
