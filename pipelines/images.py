@@ -200,7 +200,7 @@ def cpu_env(image: str, repo: Path = REPO, build_missing: bool = True) -> CpuEnv
     note = root / ".removed"
     if removed:
         note.write_text(",".join(removed))
-    removed = note.read_text().split(",") if note.exists() else []
+    removed = note.read_text().strip().split(",") if note.exists() else []
     if removed:
         swaps = swaps + [f"removed {', '.join(removed)} (CUDA-only builds pulled in by dependencies)"]
     return CpuEnv(image=image, python=root / "bin" / "python", swapped=swaps, key=key)

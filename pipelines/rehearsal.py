@@ -277,12 +277,15 @@ def _pod_env(placement: contract.Placement, env_python: Path, pod: Path, shim: P
 
 
 def run_task(services: Services, spec: dict, placement: contract.Placement, config: dict, params: dict,
-             produced: dict, run_root: str, run_id: str, work: Path, shim: Path, timeout_s: float) -> TaskResult:
+             produced: dict, run_root: str, run_id: str, work: Path, shim: Path, timeout_s: float,
+             teacher_swapped: bool = False) -> TaskResult:
     result = TaskResult(task=placement.task, display=placement.display, image=placement.image, gpus=placement.gpus)
     started = time.time()
     env_twin = images.cpu_env(placement.image)
     result.env = f"{Path(images.IMAGES[placement.image].lock).name} -> {env_twin.python.parent.parent.name}"
     task_config, swaps = cpu_swaps(config, placement.function, placement.gpus)
+    if placement.function == "enrich_op" and teacher_swapped:
+        swaps.append("enrich.teacher openai -> offline (no external teacher API here)")
     result.swapped = list(env_twin.swapped) + swaps
     task_params = dict(params, config_json=json.dumps(task_config))
     pod = work / "pods" / placement.task
@@ -371,7 +374,8 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(_LAUNCHER_SHIM)
     base = config if config is not None else validate_pipeline_config(preset, name=preset)
-    run_config = deep_merge(deep_merge(base, SCALE_DOWN), TEACHER_SWAP if base.get("enrich", {}).get("teacher") == "openai" else {})
+    teacher_swapped = (base.get("enrich") or {}).get("teacher") == "openai"
+    run_config = deep_merge(deep_merge(base, SCALE_DOWN), TEACHER_SWAP if teacher_swapped else {})
     validate_pipeline_config(run_config, name=f"{preset} + rehearsal scale-down")
     spec, _ = _dag(compiled)
     services = Services(work)
@@ -393,15 +397,14 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
                 continue
             log.info("rehearsal: %s (%s)", placement.display, placement.image)
             res = run_task(services, spec, placement, run_config, params, produced, run_root, run_id, work, shim,
-                           timeout_s)
+                           timeout_s, teacher_swapped)
             log.info("rehearsal: %s %s %s", placement.display, res.status, res.message)
             results.append(res)
             failed = failed or res.status == "fail"
     finally:
         services.close()
     report = {"preset": preset, "compiled": str(compiled), "run_dir": str(work),
-              "scale_down": SCALE_DOWN, "teacher_swap": TEACHER_SWAP if run_config.get("enrich", {}).get("teacher")
-              == "offline" and base.get("enrich", {}).get("teacher") == "openai" else {},
+              "scale_down": SCALE_DOWN, "teacher_swap": TEACHER_SWAP if teacher_swapped else {},
               "wall_s": round(time.time() - started, 1), "tasks": [asdict(r) for r in results],
               "passed": all(r.status == "pass" for r in results)}
     (work / "report.json").write_text(json.dumps(report, indent=2))

@@ -13,7 +13,7 @@ from components.images import CPU_IMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(Path(sys.executable).with_name("sidreasoner"))]
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.rehearsal
 
 
 def _rehearse(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
