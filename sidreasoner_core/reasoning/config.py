@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
+from ..config import StageConfig, StepBudget
 from ..training.options import ClusterConfig, SFTOptions
 
 
@@ -88,7 +88,7 @@ class GRPOStageConfig(StageConfig):
         "dapo", description="token-level aggregation; 'dapo' = token-mean over the batch (verl's default)")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage normalisation")
     num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = epochs decide)")
+    max_steps: StepBudget = Field(-1, description="stop after this many optimizer steps (-1 = epochs decide)")
     max_samples: int | None = Field(None, ge=1, description="use at most this many training samples")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     reward: RewardConfig = Field(default_factory=RewardConfig)
