@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup compile bench
+.PHONY: run test setup compile bench image-envs rehearse
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -24,3 +24,11 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/sidreasoner compile
+
+# CPU twins of the images (pipelines/images.py), built once per lock-file hash (~3.5 GB each).
+image-envs: $(STAMP)
+	nice $(BIN)/python -c "from pipelines.images import IMAGES, cpu_env; [print(cpu_env(i).python) for i in IMAGES]"
+
+# The cluster rehearsal and the vLLM-on-CPU rollouts (docs/rehearsal.md), in the image twins.
+rehearse: image-envs
+	$(BIN)/python -m pytest -q -m rehearsal tests/test_rehearsal.py tests/test_reasoning_vllm.py

@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components.images import CPU_IMAGE
+from components.images import TRAINER_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def sids_op(dataset: Input[Dataset], config_json: str, sids: Output[Dataset], metrics: Output[Metrics],
             tracking_uri: str = "", parent_run_id: str = ""):
     """Semantic IDs: item texts -> embeddings -> RQ-VAE -> collision-free SIDs (or the dataset's index)."""

@@ -6,8 +6,10 @@
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:24c8e3581ea6330038b0d374920721983312627f8adbfcf390bdb4b399d280ed
 
 # vLLM pins torch and transformers exactly; its lock is docker/constraints-rollout.txt.
+# DeepSpeed: GRPO trains with ZeRO-3 (grpo.cluster.deepspeed) in this image, beside vLLM.
 ARG VLLM_VERSION=0.32.0
 ARG TORCH_VERSION=2.13.0
+ARG DEEPSPEED_VERSION=0.19.8
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -33,14 +35,15 @@ COPY docker/constraints-rollout.txt docker/constraints-rollout.txt
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if not d.startswith(('torch', 'transformers'))))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -c docker/constraints-rollout.txt \
-        "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" -r /tmp/requirements.txt
+        "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" -r /tmp/requirements.txt \
+    && pip install --no-cache-dir -c docker/constraints-rollout.txt "deepspeed==${DEEPSPEED_VERSION}"
 
 COPY sidreasoner_core sidreasoner_core
 COPY components components
 COPY pipelines pipelines
 RUN pip install --no-cache-dir --no-deps . \
     && pip check \
-    && python -c "import vllm, sidreasoner_core.cli, components.data, kfp.dsl.executor_main"
+    && python -c "import vllm, deepspeed, sidreasoner_core.cli, components.data, kfp.dsl.executor_main"
 
 USER 1001:1001
 WORKDIR /home/sid

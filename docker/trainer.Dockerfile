@@ -30,12 +30,12 @@ RUN groupadd --gid 1001 sid \
     && useradd --uid 1001 --gid sid --create-home --shell /bin/bash sid
 
 WORKDIR /opt/sidreasoner
-COPY docker/constraints.txt docker/constraints.txt
+COPY docker/constraints-trainer.txt docker/constraints-trainer.txt
 COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c docker/constraints.txt -r /tmp/requirements.txt \
-    && pip install --no-cache-dir -c docker/constraints.txt "deepspeed==${DEEPSPEED_VERSION}"
+    && pip install --no-cache-dir -c docker/constraints-trainer.txt -r /tmp/requirements.txt \
+    && pip install --no-cache-dir -c docker/constraints-trainer.txt "deepspeed==${DEEPSPEED_VERSION}"
 
 COPY sidreasoner_core sidreasoner_core
 COPY components components

@@ -20,7 +20,7 @@ PIPELINE_NAME = "sidreasoner"
 CROSS_DOMAIN_NAME = "sidreasoner-cross-domain"
 # The in-cluster MLflow server of k8s/mlflow.yaml; `sidreasoner run` passes its local store instead.
 CLUSTER_TRACKING_URI = "http://mlflow.sidreasoner.svc.cluster.local:5000"
-TRAIN_GPUS = 1  # per training step; >1 makes the step launch accelerate + DeepSpeed (config `num_gpus`)
+TRAIN_GPUS = 8  # per training step (paper §4.1.3 batch 1024 = 16 x 8 x 8); config `num_gpus` <= this
 
 
 def _model_stages(dataset, *, config_json, model_ref, teacher_base_url, teacher_model, coldstart_max_steps,
@@ -29,7 +29,7 @@ def _model_stages(dataset, *, config_json, model_ref, teacher_base_url, teacher_
     (keyword arguments: the pipelines' parameters of the same names)."""
     track = dict(tracking_uri=tracking_uri, parent_run_id=parent_run_id)
     sids = sids_op(dataset=dataset, config_json=config_json, **track).set_display_name("semantic-ids")
-    placement.cpu_resources(sids, cpu="4", memory="16Gi")
+    placement.gpu_training(sids, count=1)  # sentence encoder + RQ-VAE (config sids.device)
 
     enrich = enrich_op(dataset=dataset, sids=sids.outputs["sids"], config_json=config_json,
                        teacher_base_url=teacher_base_url, teacher_model=teacher_model, **track)

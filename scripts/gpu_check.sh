@@ -11,7 +11,9 @@
 # precision auto) -> grpo_probe (the constrained-rollout logits processor inside generate on the device).
 # GPU_CHECK_PARTS (comma or space separated; default all) runs only the named parts plus the ones they need:
 #   data sids enrich align align_inproc evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo
-#   grpo_probe. A part that needs a model (evaluate*, beam_bench, coldstart, grpo*) gets align_inproc when no
+#   grpo_probe grpo_vllm. grpo_vllm: bench/rollouts.py on the device -- GRPO with colocated vLLM rollouts and the
+#   catalogue constraint as structured output beside transformers generate (needs vllm on the machine; the CPU
+#   path is tests/test_reasoning_vllm.py). A part that needs a model (evaluate*, beam_bench, coldstart, grpo*) gets align_inproc when no
 #   align part is named, e.g. GPU_CHECK_PARTS=coldstart,grpo,grpo_probe runs data sids enrich align_inproc coldstart
 #   grpo grpo_probe. GPU_CHECK_CS_STEPS / GPU_CHECK_GRPO_STEPS: the two reasoning budgets in steps (GPU 200 / 4,
 #   local 2 / 1); GPU_CHECK_CS_LR the cold-start learning rate (0.001).
@@ -30,7 +32,7 @@ BUDGET=${GPU_CHECK_BUDGET:-330}        # seconds: no new part starts after this
 STAGE_TIMEOUT=${GPU_CHECK_STAGE_TIMEOUT:-120}  # per part (align: +90, grpo: +60)
 
 # Which parts run: the named ones plus what they need.
-ALL_PARTS="data sids enrich align align_inproc evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo grpo_probe"
+ALL_PARTS="data sids enrich align align_inproc evaluate evaluate_direct evaluate_direct_bf16 beam_bench coldstart grpo grpo_probe grpo_vllm"
 PARTS=" $(echo "${GPU_CHECK_PARTS:-all}" | tr ',' ' ') "
 [[ "$PARTS" == *" all "* ]] && PARTS=" $ALL_PARTS "
 for p in $PARTS; do [[ " $ALL_PARTS " == *" $p "* ]] || { echo "FAIL parts: unknown part '$p' (known: $ALL_PARTS)"; exit 2; }; done
@@ -213,6 +215,15 @@ fi
 if want grpo && [ -d "$W/sids" ]; then
   stage grpo --model "$RL_MODEL" --dataset "$W/dataset" --sids "$W/sids" --out "$W/grpo" --config "$W/config.yaml" \
     && RL_MODEL=$W/grpo
+fi
+
+# GRPO rollouts from vLLM colocated with the trainer on the device (TRL's own weight sync on CUDA), vs generate.
+if want grpo_vllm; then
+  if "$PY" -c "import vllm" 2>/dev/null; then
+    run_part grpo_vllm "$((STAGE_TIMEOUT + 120))" "$PY" bench/rollouts.py --steps 3 --work "$W/rollouts"
+  else
+    echo "SKIP grpo_vllm (no vllm on this machine)"; RESULTS+=("grpo_vllm:SKIP")
+  fi
 fi
 
 # The constrained-rollout logits processor GRPO uses (constrained_sid), inside generate on the device, in bf16

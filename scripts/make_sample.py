@@ -33,7 +33,6 @@ def main() -> None:
     ap.add_argument("--dst", default="sample_data")
     ap.add_argument("--max-items", type=int, default=400)
     ap.add_argument("--gsm8k-train", type=int, default=200)
-    ap.add_argument("--gsm8k-test", type=int, default=50)
     args = ap.parse_args()
     src = Path(args.src) / "amazon18" / CATEGORY
     dst = Path(args.dst) / CATEGORY
@@ -59,11 +58,11 @@ def main() -> None:
     (dst / "item.json").write_text(json.dumps({i: meta[i] for i in order}, indent=1))
     (dst / "index.json").write_text(json.dumps({i: index[i] for i in order}))
     (dst / "info.txt").write_text("".join(f"{''.join(index[i])}\t{meta[i]['title']}\t{i}\n" for i in order))
-    gsm_src, gsm_dst = Path(args.src) / "general" / "gsm8k", Path(args.dst) / "gsm8k"
-    gsm_dst.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", args.gsm8k_train), ("test", args.gsm8k_test)):
-        lines = (gsm_src / f"{name}.jsonl").read_text().splitlines()[:n]
-        (gsm_dst / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    # GSM8K lives in the package (every image ships it): the first N train chats as the local mix, the
+    # full test set (evaluation takes the first gsm8k_eval_n)
+    gsm_src, gsm_dst = Path(args.src) / "general" / "gsm8k", Path(__file__).resolve().parents[1] / "sidreasoner_core" / "resources"
+    lines = (gsm_src / "train.jsonl").read_text().splitlines()[:args.gsm8k_train]
+    (gsm_dst / "gsm8k_train_sample.jsonl").write_text("\n".join(lines) + "\n")
     counts = {s: int(df["user_id"].isin(keep).sum()) for s, df in splits.items()}
     print(json.dumps({"users": len(chosen), "items": len(items), "samples": counts}))
 

@@ -31,6 +31,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"\nreport: {report or 'none'}\nMLflow: mlflow ui --backend-store-uri {summary['tracking_uri']}"
                    f"  (model sidreasoner@candidate)")
 
+    @app.command("rehearse")
+    def rehearse_cmd(
+        preset: str = typer.Option("cluster", "--preset", help="preset name or config YAML"),
+        compiled: Optional[str] = typer.Option(None, "--compiled", help="compiled pipeline YAML (default: sidreasoner)"),
+        data: Optional[str] = typer.Option(None, "--data", help="input data directory (default: the shipped sample)"),
+        out: str = typer.Option("runs/rehearsal", "--out", help="where rehearsal run directories go"),
+        only: Optional[list[str]] = typer.Option(None, "--only", help="run only these tasks (upstream must pass)"),
+        timeout_s: float = typer.Option(600, "--timeout", help="per-task time limit, seconds"),
+    ) -> None:
+        """Run every task of the compiled pipeline as its pod would (image env, placement env, S3 root)."""
+        from pipelines import rehearsal
+
+        report = rehearsal.rehearse(preset, compiled or rehearsal.contract.COMPILED / "sidreasoner.yaml",
+                                    data or rehearsal.SAMPLE_DATA, out, timeout_s=timeout_s, only=only)
+        typer.echo(rehearsal.format_report(report))
+        typer.echo(f"report: {report['run_dir']}/report.json")
+        raise typer.Exit(0 if report["passed"] else 1)
+
     register_platform_commands(app)
 
 
@@ -38,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
 COMPILED_DIR = "pipelines/compiled"
 # Modules of pipelines/ that define no pipeline (placement helpers, the local runner).
-_NOT_PIPELINE_MODULES = {"__init__", "local", "placement"}
+_NOT_PIPELINE_MODULES = {"__init__", "local", "placement", "images", "contract", "rehearsal"}
 _CRON_FIELDS = (  # KFP's scheduler (robfig/cron) takes 6 fields, seconds first
     ("second", 0, 59, None),
     ("minute", 0, 59, None),

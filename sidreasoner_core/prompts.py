@@ -28,6 +28,25 @@ def chat_prompt(tokenizer, user_message: str) -> str:
                                          tokenize=False, add_generation_prompt=True)
 
 
+_ANSWER_MARK = "\u241fSID\u241f"  # a string no template adds or changes
+
+
+def direct_prompt(tokenizer, user_message: str) -> str:
+    """The prompt of direct mode: everything the chat template puts before an assistant answer that
+    training used (`prompt` + `completion` = the bare SID). For ChatML that is the generation prompt;
+    Qwen3's template wraps a final assistant turn without reasoning as `<think>\\n\\n</think>\\n\\nSID`,
+    so its direct prompt ends with the empty think block the model was trained to see before a SID."""
+    chat = [{"role": "user", "content": user_message}, {"role": "assistant", "content": _ANSWER_MARK}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False)
+    if _ANSWER_MARK not in text:
+        raise ValueError("the chat template dropped the assistant answer; cannot build the direct-mode prompt")
+    prefix = text[:text.index(_ANSWER_MARK)]
+    generation = chat_prompt(tokenizer, user_message)
+    if not prefix.startswith(generation):
+        raise ValueError("the chat template's generation prompt is not a prefix of an answered chat")
+    return prefix
+
+
 def thinking_response(reasoning: str, sid: str) -> str:
     """The assistant response of the reasoning format: `<think>\\n...\\n</think>\\n\\nSID` (paper §3.3.1)."""
     return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{sid}"

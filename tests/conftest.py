@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "Industrial_and_Scientific"
-GSM8K_SAMPLE = REPO / "sample_data" / "gsm8k"
+GSM8K_DIR = REPO / "sidreasoner_core" / "resources"  # the GSM8K files every image ships
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from align_helpers import corpus_artifact, reference_sids_artifact
-from conftest import GSM8K_SAMPLE
+from conftest import GSM8K_DIR
 from sidreasoner_core import prompts
 from sidreasoner_core import sid as sidlib
 from sidreasoner_core.align import gsm8k
@@ -112,7 +112,7 @@ def test_bad_jsonl_names_file_and_line(tmp_path):
     p.write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(TaskDataError, match=r"g.jsonl:1: field 'answer'"):
         read_jsonl(p)
-    assert len(read_jsonl(GSM8K_SAMPLE / "test.jsonl")) == 50
+    assert len(read_jsonl(GSM8K_DIR / "gsm8k_test.jsonl")) == 1319
 
 
 def test_corpus_keeps_only_ok_rows(arts, tmp_path):

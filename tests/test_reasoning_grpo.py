@@ -93,12 +93,17 @@ def test_paper_defaults_and_vllm_regex():
     rx = re.compile(grpo.vllm_sid_regex(cat))
     assert rx.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_4>")
     assert not rx.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_5>")
+    bounded = re.compile(grpo.vllm_sid_regex(cat, max_completion_tokens=40))  # 40 - (8 + 2 + 15 + 1) = 14 chars
+    assert bounded.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_4>")
+    assert not bounded.fullmatch("<think>\n" + "x" * 20 + "\n</think>\n\n<a_1><b_2><c_4>")
+    with pytest.raises(ValueError, match="max_completion_length 20 leaves no room"):
+        grpo.vllm_sid_regex(cat, max_completion_tokens=20)
     with pytest.raises(ValueError, match="vllm_server_base_url"):
         GRPOStageConfig(use_vllm=True, vllm_mode="server")
 
 
-def test_vllm_needs_gpu(planted, tmp_path):
-    with pytest.raises(RuntimeError, match="needs a GPU"):
+def test_vllm_needs_vllm(planted, tmp_path):
+    with pytest.raises(RuntimeError, match="needs vLLM"):
         grpo.grpo_args(small_config(use_vllm=True), tmp_path, planted["catalogue"], [1.0, 0.1])
 
 

@@ -41,8 +41,12 @@ class AlignConfig(StageConfig):
     eval_max_per_task: int = Field(500, ge=1, description="validation examples per task")
     eval_tasks: list[str] | None = Field(None, description="tasks with a validation loss; None = all present")
     max_history: int = Field(10, ge=1, description="history items shown in prompts (most recent)")
-    gsm8k_train: str = Field("sample_data/gsm8k/train.jsonl", description="GSM8K chats mixed into training")
-    gsm8k_test: str = Field("sample_data/gsm8k/test.jsonl", description="GSM8K questions for accuracy")
+    # In the package (sidreasoner_core/resources), so every image has them: the builds leave sample_data/ out.
+    gsm8k_train: str = Field("sidreasoner_core/resources/gsm8k_train_sample.jsonl",
+                             description="GSM8K chats mixed into training (default: the first 200; the cluster "
+                                         "preset: all 7,473, gsm8k_train.jsonl)")
+    gsm8k_test: str = Field("sidreasoner_core/resources/gsm8k_test.jsonl",
+                            description="GSM8K questions for accuracy (the first gsm8k_eval_n are used)")
     gsm8k_eval_n: int = Field(200, ge=0, description="fixed first-N test questions; 0 = skip the check")
     gsm8k_max_new_tokens: int = Field(256, ge=1)
     gsm8k_batch_size: int = Field(16, ge=1)

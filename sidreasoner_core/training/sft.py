@@ -457,7 +457,9 @@ def replay_logs(callbacks: Sequence, history: list[dict]) -> None:
         if not hasattr(cb, "on_log"):
             continue
         for h in history:
-            cb.on_log(None, SimpleNamespace(global_step=int(h.get("step", 0))), None, logs=dict(h))
+            # the launching process replays as the main process (callbacks write on rank 0 only)
+            state = SimpleNamespace(global_step=int(h.get("step", 0)), is_world_process_zero=True)
+            cb.on_log(None, state, None, logs=dict(h))
 
 
 def _train_in_workers(model, train, evals, opts: SFTOptions, out_dir: Path, *, sid_tokens=None,

@@ -34,6 +34,8 @@ def shared_values(config_cls, ours: BaseModel, skip: Iterable[str] = ()) -> dict
         if field in skip:
             continue
         theirs = RENAMED.get(field, field)
+        if theirs not in names and field in names:  # an older transformers (the rollout image's) keeps our name
+            theirs = field
         if theirs in names:
             out[theirs] = getattr(ours, field)
     return out

@@ -1,0 +1,194 @@
+"""The cluster contract: what each task's code will need under a config, against what its pod gets.
+
+`needs(function, config)` reads a task's effective stage config (a preset, after defaults) and
+lists what its code will use: a CUDA device, a number of GPUs, packages (DeepSpeed, vLLM, Ray),
+data files read from the image, environment variables. `placements(compiled_yaml)` reads what
+the compiled pipeline gives each task: its image, accelerator count and the environment from
+secrets/config maps. `violations` compares the two, with the image's contents taken from
+its lock file and build context (`pipelines/images.py`). Every mismatch is a failure a user
+would otherwise meet hours into a GPU run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipelines import images
+
+COMPILED = images.REPO / "pipelines" / "compiled"
+
+
+@dataclass(frozen=True)
+class Need:
+    kind: str     # "cuda" | "gpus" | "package" | "file" | "env"
+    value: object  # True | int | package name | repository-relative path | variable name
+    why: str      # the config field that asks for it
+
+    def __str__(self) -> str:
+        what = {"cuda": "a CUDA device", "gpus": f"{self.value} GPU(s)", "env": f"env {self.value}"}.get(
+            self.kind, f"{self.kind} {self.value}")
+        return f"{what} (for {self.why})"
+
+
+@dataclass
+class Placement:
+    task: str                 # DAG task name, e.g. "grpo-op"
+    display: str              # its display name, e.g. "grpo"
+    function: str             # the component function the executor calls
+    image: str
+    command: list[str]
+    args: list[str]
+    gpus: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # env var -> "secret/<name>:<key>" or "configmap/<name>:<key>"
+
+
+def _stage(config: dict, section: str):
+    from sidreasoner_core.stages import config_class
+
+    return config_class(section).build(dict(config.get(section) or {}), source=f"[{section}]")
+
+
+def _is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _local_data_file(path: str) -> bool:
+    return "://" not in path and not Path(path).is_absolute()
+
+
+def _sft_needs(opts, section: str) -> list[Need]:
+    out = []
+    if opts.num_gpus > 1:
+        out.append(Need("gpus", opts.num_gpus, f"{section}.train.num_gpus"))
+    if opts.deepspeed != "none":
+        out += [Need("package", "deepspeed", f"{section}.train.deepspeed: {opts.deepspeed}"),
+                Need("cuda", True, f"{section}.train.deepspeed: {opts.deepspeed}")]
+    return out
+
+
+OBJECT_STORE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def needs(function: str, config: dict) -> list[Need]:
+    """What the code behind a component function will need under `config` (a pipeline config mapping)."""
+    out: list[Need] = []
+    if function == "data_op":  # the only step that opens the object store itself (data_uri=s3://...)
+        out += [Need("env", v, "data_uri on the object store") for v in OBJECT_STORE_ENV]
+    elif function == "sids_op":
+        cfg = _stage(config, "sids")
+        if _is_cuda(cfg.device):
+            out += [Need("cuda", True, f"sids.device: {cfg.device}"), Need("gpus", 1, f"sids.device: {cfg.device}")]
+    elif function == "enrich_op":
+        cfg = _stage(config, "enrich")
+        if cfg.teacher == "openai":
+            out.append(Need("env", cfg.api_key_env, "enrich.teacher: openai (enrich.api_key_env)"))
+        if cfg.backend == "ray":
+            out.append(Need("package", "ray", "enrich.backend: ray"))
+            if cfg.ray_engine == "vllm":
+                out += [Need("package", "vllm", "enrich.ray_engine: vllm"), Need("gpus", 1, "enrich.ray_engine: vllm")]
+    elif function == "align_op":
+        cfg = _stage(config, "align")
+        out += _sft_needs(cfg.train, "align")
+        ratios = cfg.effective_ratios()
+        if ratios.get("gsm8k", 0) > 0 and _local_data_file(cfg.gsm8k_train):
+            out.append(Need("file", cfg.gsm8k_train, "align.gsm8k_train"))
+        if cfg.gsm8k_eval_n > 0 and _local_data_file(cfg.gsm8k_test):
+            out.append(Need("file", cfg.gsm8k_test, "align.gsm8k_test"))
+    elif function == "coldstart_op":
+        cfg = _stage(config, "coldstart")
+        if cfg.enabled:
+            out += _sft_needs(cfg.train, "coldstart")
+    elif function == "grpo_op":
+        cfg = _stage(config, "grpo")
+        if cfg.enabled:
+            c = cfg.cluster
+            if c.num_gpus > 1:
+                out.append(Need("gpus", c.num_gpus, "grpo.cluster.num_gpus"))
+            if c.deepspeed != "none":
+                out += [Need("package", "deepspeed", f"grpo.cluster.deepspeed: {c.deepspeed}"),
+                        Need("cuda", True, f"grpo.cluster.deepspeed: {c.deepspeed}")]
+            if cfg.use_vllm:
+                out.append(Need("package", "vllm", "grpo.use_vllm"))
+                if cfg.vllm_mode == "colocate":
+                    out += [Need("cuda", True, "grpo.use_vllm (colocate)"), Need("gpus", 1, "grpo.use_vllm (colocate)")]
+    elif function == "evaluate_op":
+        cfg = _stage(config, "evaluate")
+        if _is_cuda(cfg.device):
+            out += [Need("cuda", True, f"evaluate.device: {cfg.device}"), Need("gpus", 1, f"evaluate.device: {cfg.device}")]
+    elif function == "baselines_op":
+        cfg = _stage(config, "baselines")
+        if _is_cuda(cfg.device):
+            out += [Need("cuda", True, f"baselines.device: {cfg.device}"), Need("gpus", 1, f"baselines.device: {cfg.device}")]
+    return out
+
+
+def placements(compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml") -> list[Placement]:
+    """Every task of a compiled pipeline (all DAGs) with its image, GPUs and env, in DAG order."""
+    docs = list(yaml.safe_load_all(Path(compiled_yaml).read_text()))
+    spec, platform = docs[0], (docs[1] if len(docs) > 1 else {})
+    k8s = (platform.get("platforms") or {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    comps, execs = spec["components"], spec["deploymentSpec"]["executors"]
+    out: list[Placement] = []
+
+    def walk(dag: dict) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            comp = comps[task["componentRef"]["name"]]
+            if "dag" in comp:
+                walk(comp["dag"])
+                continue
+            label = comp["executorLabel"]
+            container = execs[label]["container"]
+            acc = (container.get("resources") or {}).get("accelerator") or {}
+            env = {}
+            for sec in k8s.get(label, {}).get("secretAsEnv", []):
+                for kv in sec["keyToEnv"]:
+                    env[kv["envVar"]] = f"secret/{sec['secretName']}:{kv['secretKey']}"
+            for cm in k8s.get(label, {}).get("configMapAsEnv", []):
+                for kv in cm["keyToEnv"]:
+                    env[kv["envVar"]] = f"configmap/{cm['configMapName']}:{kv['configMapKey']}"
+            args = container.get("args", [])
+            function = args[args.index("--function_to_execute") + 1] if "--function_to_execute" in args else label
+            out.append(Placement(task=name, display=task.get("taskInfo", {}).get("name", name), function=function,
+                                 image=container["image"], command=container.get("command", []), args=args,
+                                 gpus=int(acc.get("resourceCount") or acc.get("count") or 0), env=env))
+
+    walk(spec["root"]["dag"])
+    return out
+
+
+def violations(placement: Placement, task_needs: list[Need], repo: Path = images.REPO) -> list[str]:
+    """Each need the placement/image does not meet, as '<task>: needs <need>, but <why not>'."""
+    build = images.IMAGES.get(placement.image)
+    if build is None:
+        return [f"{placement.display}: image {placement.image} is not built by any docker/ Dockerfile "
+                f"(pipelines/images.py knows {sorted(images.IMAGES)})"]
+    pkgs = images.read_lock(repo / build.lock)
+    out = []
+    for need in task_needs:
+        head = f"{placement.display} ({placement.function}): needs {need}, but "
+        if need.kind == "cuda" and not build.cuda:
+            out.append(head + f"its image {placement.image} has CPU-only torch")
+        elif need.kind == "cuda" and placement.gpus < 1:
+            out.append(head + "its placement requests no GPU (nvidia.com/gpu)")
+        elif need.kind == "gpus" and placement.gpus < int(need.value):
+            out.append(head + f"its placement requests {placement.gpus} GPU(s)")
+        elif need.kind == "package" and images.canon(str(need.value)) not in pkgs:
+            out.append(head + f"{build.lock} (the lock of {placement.image}) has no {need.value}")
+        elif need.kind == "file":
+            why = images.in_image(build, str(need.value), repo)
+            if why:
+                out.append(head + why)
+        elif need.kind == "env" and need.value not in placement.env:
+            out.append(head + "no secret or config map sets it on the pod")
+    return out
+
+
+def check(config: dict, compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml",
+          repo: Path = images.REPO) -> list[str]:
+    """All violations of a pipeline config against a compiled pipeline."""
+    out = []
+    for p in placements(compiled_yaml):
+        out += violations(p, needs(p.function, config), repo)
+    return out
