@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "sidreasoner_core.align.cli",
     "sidreasoner_core.reasoning.cli",
     "sidreasoner_core.evaluation.cli",
+    "sidreasoner_core.serving.cli",
     "sidreasoner_core.pipeline_cli",
 )
 
