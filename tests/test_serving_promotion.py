@@ -1,31 +1,22 @@
-"""The promotion gate and the served champion, end to end against a real MLflow server:
+"""The promotion gate, end to end against a real MLflow server:
 
 1. the smoke pipeline runs with an alignment that learns the next-SID task: the first model
    becomes `champion` (no champion yet);
 2. it runs again made worse on purpose (the alignment's learning rate is ~0, so the model stays
    at its random start): the new version stays `candidate`, with the figures and the reason as
-   tags on the version and the parent run, and as the gate's Markdown output;
-3. `mlflow models serve -m models:/<name>@champion --env-manager local` runs as a real process
-   and answers over loopback HTTP: a real history from the Industrial test split gets ten valid
-   catalogue items; each bad request gets a 4xx with a clear message.
+   tags on the version and the parent run, and as the gate's Markdown output.
+`test_serving_http.py` serves a registered champion over HTTP.
 """
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from conftest import free_port
-from mlflow_server import mlflow_server, stop, wait_healthy  # noqa: F401
+from mlflow_server import mlflow_server  # noqa: F401
 
 # Alignment on task 5 only (history of SIDs -> next SID, paper §3.1) over the sample's reference SIDs,
 # enough steps for the tiny model to learn which SIDs come next (recall@10 ~0.2 on the test split,
@@ -110,107 +101,3 @@ def test_registered_source_is_the_packaged_mlflow_model(gate, tmp_path):
     local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path),
                                                 tracking_uri=client.tracking_uri)
     assert (Path(local) / "MLmodel").exists() and (Path(local) / "artifacts" / "bundle" / "catalogue.parquet").exists()
-
-
-# ----------------------------------------------------------------------------- serving
-
-@pytest.fixture(scope="module")
-def served(gate, mlflow_server, tmp_path_factory):  # noqa: F811
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_REGISTRY_URI=mlflow_server.url)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                                 f"models:/{gate['name']}@champion", "--env-manager", "local", "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ping(url, proc, log_path)
-        yield url
-    finally:
-        stop(proc)
-
-
-def _wait_ping(url, proc, log_path, timeout_s=180):
-    import time
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/ping not up after {timeout_s}s:\n{log_path.read_text()[-3000:]}")
-
-
-def _post(url, body: bytes | str | dict, content_type="application/json"):
-    data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
-    req = urllib.request.Request(f"{url}/invocations", data=data, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        text = err.read().decode(errors="replace")
-        try:
-            return err.code, json.loads(text)
-        except json.JSONDecodeError:
-            return err.code, {"message": text}
-
-
-@pytest.fixture(scope="module")
-def catalogue(gate):
-    import pyarrow.parquet as pq
-
-    from sidreasoner_core.artifacts import open_artifact
-    from sidreasoner_core.data.schema import read_samples
-
-    arts = gate["runs"][0]["artifacts"]
-    dataset = open_artifact(arts["data-op/dataset"]["path"])
-    items = pq.read_table(dataset.path / "items.parquet", columns=["item_id", "title"]).to_pandas()
-    return {"titles": dict(zip(items["item_id"], items["title"])),
-            "test": [list(h) for h in read_samples(dataset.path, "test")["history"]]}
-
-
-def test_served_champion_answers_a_real_test_history(served, catalogue):
-    history = catalogue["test"][0]
-    status, body = _post(served, {"dataframe_records": [{"history": history}]})
-    assert status == 200, body
-    (answer,) = body["predictions"]
-    recs = answer["recommendations"]
-    assert len(recs) == 10 and len({r["item_id"] for r in recs}) == 10
-    for r in recs:
-        assert r["item_id"] in catalogue["titles"] and r["title"] == catalogue["titles"][r["item_id"]]
-        assert r["sid"].startswith("<a_") and isinstance(r["score"], float)
-    status, body = _post(served, {"dataframe_split": {"columns": ["history"], "data": [[h] for h in catalogue["test"][:3]]},
-                                  "params": {"k": 5}})
-    assert status == 200 and [len(p["recommendations"]) for p in body["predictions"]] == [5, 5, 5]
-
-
-@pytest.mark.parametrize("body, message", [
-    ({"dataframe_records": [{"history": ["no-such-item"]}]}, "unknown item id"),
-    ({"dataframe_records": [{"history": []}]}, "history is empty"),
-    ("TOO_LONG", "at most 50"),
-    ("K=0", "k must be an integer from 1 to"),
-    ("K=100000", "k must be an integer from 1 to"),
-    ({"dataframe_records": [{"history": "1004"}]}, ""),          # a string, not a list
-    ({"dataframe_records": [{"items": ["1004"]}]}, "history"),   # no history column
-    ({"history": ["1004"]}, ""),                                 # not a DataFrame payload
-    ("{not json", ""),
-], ids=["unknown-item", "empty-history", "too-long-history", "k-zero", "k-too-large", "history-not-a-list",
-        "no-history-column", "wrong-shape", "malformed-json"])
-def test_bad_requests_get_4xx_with_a_clear_message(served, catalogue, body, message):
-    history = catalogue["test"][0]
-    if body == "TOO_LONG":
-        body = {"dataframe_records": [{"history": (history * 60)[:51]}]}
-    elif isinstance(body, str) and body.startswith("K="):
-        body = {"dataframe_records": [{"history": history}], "params": {"k": int(body[2:])}}
-    status, answer = _post(served, body)
-    assert 400 <= status < 500, (status, answer)
-    assert answer.get("message"), answer
-    assert message in answer["message"], answer["message"][:500]
