@@ -32,7 +32,7 @@ def main() -> None:
     from sidreasoner_core.data.config import DataConfig
     from sidreasoner_core.data.stage import run as run_data
     from sidreasoner_core.evaluation.config import BaselinesConfig
-    from sidreasoner_core.evaluation.stage import baseline_metrics, run_baselines
+    from sidreasoner_core.evaluation.baselines.stage import baseline_metrics, run_baselines
 
     with tempfile.TemporaryDirectory(prefix="bench-baselines-") as tmp:
         dataset = run_data(DataConfig(), args.data, Path(tmp) / "dataset")

@@ -38,7 +38,7 @@ def main() -> None:
 
     from sidreasoner_core.data.config import DataConfig
     from sidreasoner_core.data.stage import build
-    from sidreasoner_core.evaluation.constrained import SIDTrie, beam_search, pad_left
+    from sidreasoner_core.decoding.constrained import SIDTrie, beam_search, pad_left
     from sidreasoner_core.models import add_sid_tokens, resolve_model_dir
     from sidreasoner_core.prompts import chat_prompt, sid_history_prompt
     from sidreasoner_core.sid import vocabulary

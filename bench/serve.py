@@ -45,7 +45,7 @@ def prepare(data: Path, model_ref: str, work: Path, sids_epochs: int | None) -> 
     """Dataset, SIDs (sids stage), the model with SID tokens, and the pyfunc model; cached under `work`."""
     from sidreasoner_core.artifacts import ArtifactError, open_artifact
     from sidreasoner_core.data.config import DataConfig
-    from sidreasoner_core.data.schema import read_samples
+    from sidreasoner_core.dataset import read_samples
     from sidreasoner_core.data.stage import run as run_data
     from sidreasoner_core.models import add_sid_tokens, load_model
     from sidreasoner_core.serving.config import ServingConfig
@@ -131,7 +131,7 @@ def main() -> None:
         answer = model.predict(pd.DataFrame({"history": [h]}), params={"k": 10})
         assert len(answer["recommendations"].iloc[0]) == 10
 
-    from sidreasoner_core.evaluation.constrained import rank_sids
+    from sidreasoner_core.decoding.constrained import rank_sids
     from sidreasoner_core.prompts import chat_prompt, sid_history_prompt
 
     prompts = {id(h): chat_prompt(rec.tokenizer, sid_history_prompt([rec.sid_by_item[i] for i in h])) for h in reqs}

@@ -8,7 +8,7 @@ from components.images import TRAINER_IMAGE
 def align_op(dataset: Input[Dataset], sids: Input[Dataset], corpus: Input[Dataset], config_json: str,
              model_ref: str, aligned_model: Output[Model], metrics: Output[Metrics],
              tracking_uri: str = "", parent_run_id: str = ""):
-    """Multi-task SID-language alignment SFT (SPEC §3): the model with SID tokens + per-task losses
+    """Multi-task SID-language alignment SFT (paper §3.2.2): the model with SID tokens + per-task losses
     and GSM8K accuracy before/after. num_gpus > 1 in the config launches accelerate (DeepSpeed)."""
     from sidreasoner_core.align.stage import step
 

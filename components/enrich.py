@@ -8,7 +8,7 @@ from components.images import CPU_IMAGE
 def enrich_op(dataset: Input[Dataset], sids: Input[Dataset], config_json: str, corpus: Output[Dataset],
               metrics: Output[Metrics], teacher_base_url: str = "", teacher_model: str = "",
               tracking_uri: str = "", parent_run_id: str = ""):
-    """Teacher enrichment (SPEC §2): item paragraphs + user reasoning traces -> corpus artifact.
+    """Teacher enrichment (paper §3.2.3): item paragraphs + user reasoning traces -> corpus artifact.
 
     The teacher's API key is read from the env var named by `enrich.api_key_env` (on the
     cluster: a Kubernetes secret mounted as env by the pipeline); it is never a parameter.

@@ -7,9 +7,9 @@ from components.images import CPU_IMAGE, TRAINER_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def baselines_op(dataset: Input[Dataset], config_json: str, baselines: Output[Model], metrics: Output[Metrics],
                  tracking_uri: str = "", parent_run_id: str = ""):
-    """Baselines (SPEC §6): most-popular and SASRec trained on train, early-stopped on valid,
-    scored on valid/test with the evaluation's metric code; test metrics to KFP Metrics."""
-    from sidreasoner_core.evaluation.stage import step_baselines
+    """Baselines (paper §4.1): most-popular and SASRec trained on train, early-stopped on valid,
+    scored on valid/test with the shared metric code (`sidreasoner_core.metrics`); test metrics to KFP Metrics."""
+    from sidreasoner_core.evaluation.baselines.stage import step_baselines
 
     values = step_baselines(config_json, dataset.path, baselines.path, tracking_uri, parent_run_id)
     for name, value in values.items():
@@ -21,7 +21,7 @@ def evaluate_op(dataset: Input[Dataset], config_json: str, evaluation: Output[Da
                 report: Output[Markdown], report_html: Output[HTML], sids: Input[Dataset] = None,
                 model: Input[Model] = None, baselines: Input[Model] = None, model_ref: str = "",
                 tracking_uri: str = "", parent_run_id: str = ""):
-    """Evaluation (SPEC §6): constrained full-catalogue beam search (direct and thinking mode),
+    """Evaluation (paper §4.1): constrained full-catalogue beam search (direct and thinking mode),
     Recall/NDCG@K, best-of-N, baselines on the same samples, Markdown/HTML report.
     The model is the `model` artifact, or `model_ref` (any model reference) when given;
     without `sids` the dataset's reference SIDs are used."""

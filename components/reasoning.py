@@ -8,7 +8,7 @@ from components.images import ROLLOUT_IMAGE, TRAINER_IMAGE
 def coldstart_op(aligned_model: Input[Model], dataset: Input[Dataset], sids: Input[Dataset], corpus: Input[Dataset],
                  config_json: str, model: Output[Model], metrics: Output[Metrics], curves: Output[Markdown],
                  max_steps: int = 0, tracking_uri: str = "", parent_run_id: str = ""):
-    """Cold-start reasoning activation (SPEC §4): SFT on `<think>reasoning</think>` + SID targets."""
+    """Cold-start reasoning activation (paper §3.3.1): SFT on `<think>reasoning</think>` + SID targets."""
     import shutil
     from pathlib import Path
 
@@ -25,7 +25,7 @@ def coldstart_op(aligned_model: Input[Model], dataset: Input[Dataset], sids: Inp
 def grpo_op(model_in: Input[Model], dataset: Input[Dataset], sids: Input[Dataset], config_json: str,
             model: Output[Model], metrics: Output[Metrics], curves: Output[Markdown],
             max_steps: int = 0, num_generations: int = 0, tracking_uri: str = "", parent_run_id: str = ""):
-    """GRPO (SPEC §5): stepwise prefix-match + validity reward; curves of reward, lengths, Recall@10."""
+    """GRPO (paper §3.3.2): stepwise prefix-match + validity reward; curves of reward, lengths, Recall@10."""
     import shutil
     from pathlib import Path
 

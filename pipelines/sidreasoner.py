@@ -25,9 +25,10 @@ CLUSTER_TRACKING_URI = "http://mlflow.sidreasoner.svc.cluster.local:5000"
 TRAIN_GPUS = 1  # per training step; >1 makes the step launch accelerate + DeepSpeed (config `num_gpus`)
 
 
-def _model_stages(dataset, config_json, model_ref, teacher_base_url, teacher_model, coldstart_max_steps,
+def _model_stages(dataset, *, config_json, model_ref, teacher_base_url, teacher_model, coldstart_max_steps,
                   grpo_max_steps, grpo_num_generations, tracking_uri, parent_run_id, model_name, model_alias):
-    """Everything after the dataset: shared by the single-category and cross-domain pipelines."""
+    """Everything after the dataset: shared by the single-category and cross-domain pipelines
+    (keyword arguments: the pipelines' parameters of the same names)."""
     track = dict(tracking_uri=tracking_uri, parent_run_id=parent_run_id)
     sids = sids_op(dataset=dataset, config_json=config_json, **track).set_display_name("semantic-ids")
     placement.cpu_resources(sids, cpu="4", memory="16Gi")
@@ -92,13 +93,15 @@ def sidreasoner_pipeline(
     data = data_op(data_uri=data_uri, config_json=config_json, category=category,
                    tracking_uri=tracking_uri, parent_run_id=tracking.output).set_display_name("data")
     placement.with_secrets(data)
-    _model_stages(data.outputs["dataset"], config_json, model_ref, teacher_base_url, teacher_model,
-                  coldstart_max_steps, grpo_max_steps, grpo_num_generations, tracking_uri, tracking.output,
-                  model_name, model_alias)
+    _model_stages(data.outputs["dataset"], config_json=config_json, model_ref=model_ref,
+                  teacher_base_url=teacher_base_url, teacher_model=teacher_model,
+                  coldstart_max_steps=coldstart_max_steps, grpo_max_steps=grpo_max_steps,
+                  grpo_num_generations=grpo_num_generations, tracking_uri=tracking_uri,
+                  parent_run_id=tracking.output, model_name=model_name, model_alias=model_alias)
 
 
 @dsl.pipeline(name=CROSS_DOMAIN_NAME,
-              description="Cross-domain SIDReasoner: several categories quantized into one SID space (SPEC §7)")
+              description="Cross-domain SIDReasoner: several categories quantized into one SID space (paper §4.2.2)")
 def cross_domain_pipeline(
     data_uris: List[str],
     config_json: str = "{}",
@@ -121,6 +124,8 @@ def cross_domain_pipeline(
                        parent_run_id=tracking.output).set_display_name("data")
         placement.with_secrets(data)
     merged = merge_datasets_op(datasets=dsl.Collected(data.outputs["dataset"])).set_display_name("merge-categories")
-    _model_stages(merged.outputs["merged"], config_json, model_ref, teacher_base_url, teacher_model,
-                  coldstart_max_steps, grpo_max_steps, grpo_num_generations, tracking_uri, tracking.output,
-                  model_name, model_alias)
+    _model_stages(merged.outputs["merged"], config_json=config_json, model_ref=model_ref,
+                  teacher_base_url=teacher_base_url, teacher_model=teacher_model,
+                  coldstart_max_steps=coldstart_max_steps, grpo_max_steps=grpo_max_steps,
+                  grpo_num_generations=grpo_num_generations, tracking_uri=tracking_uri,
+                  parent_run_id=tracking.output, model_name=model_name, model_alias=model_alias)

@@ -170,31 +170,24 @@ if [ -d "$W/sids" ] && want beam_bench; then
 import json, sys, time
 import torch
 from sidreasoner_core.artifacts import open_artifact
-from sidreasoner_core.data.schema import read_samples
+from sidreasoner_core.dataset import read_samples
 from sidreasoner_core.evaluation.config import EvaluateConfig
-from sidreasoner_core.evaluation.constrained import SIDTrie, rank_sids
-from sidreasoner_core.evaluation.stage import _history_sids, load_eval_model, load_sid_map
-from sidreasoner_core.prompts import chat_prompt, sid_history_prompt
+from sidreasoner_core.decoding.constrained import SIDTrie, rank_sids
+from sidreasoner_core.evaluation.load import history_sids, load_eval_model, sid_table
 w, model_ref, device = sys.argv[1:4]
 dataset, sids = open_artifact(f"{w}/dataset", kind="dataset"), open_artifact(f"{w}/sids", kind="sids")
-sid_by_item = load_sid_map(dataset, sids)
-item_of_sid = {}
-for item, s in sorted(sid_by_item.items()):
-    item_of_sid.setdefault(s, item)
+table = sid_table(dataset, sids)
 samples = read_samples(dataset.path, "test")
-hist = _history_sids(samples, sid_by_item, "test")
+hist = history_sids(samples, table.sid_by_item, "test")
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 out = {}
 for dtype in ("float32", "bfloat16"):
     model, tok, _ = load_eval_model(model_ref, EvaluateConfig(device=device, dtype=dtype))
     if model_ref == "tiny-qwen3":  # align failed: the un-aligned model with random SID rows
         from sidreasoner_core.models import add_sid_tokens
-        from sidreasoner_core.sid import parse_sid, vocabulary
-        lv = max(len(parse_sid(s)) for s in item_of_sid)
-        top = max(max(parse_sid(s)) for s in item_of_sid) + 1
-        add_sid_tokens(tok, model, vocabulary(lv, top))
+        add_sid_tokens(tok, model, table.vocabulary())
         model.to(device)
-    trie = SIDTrie.build(item_of_sid, tok)
+    trie = SIDTrie.build(table.item_by_sid, tok)
     prompts = [chat_prompt(tok, sid_history_prompt(h)) for h in hist]
     for bs in (8, 32):
         rank_sids(model, tok, prompts[:bs], trie, 10, bs, progress=False)  # warm-up
@@ -231,13 +224,15 @@ import json, sys, time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 from sidreasoner_core.models import resolve_model_dir
-from sidreasoner_core.reasoning.grpo import _bf16_ok, sid_logits_processor
+from sidreasoner_core.reasoning.grpo import sid_logits_processor
 from sidreasoner_core.reasoning.rewards import THINK_CLOSE, parse_prediction
-from sidreasoner_core.reasoning.samples import load_catalogue, prompt_messages
+from sidreasoner_core.reasoning.samples import prompt_messages
+from sidreasoner_core.sid import read_sid_table
+from sidreasoner_core.training.runtime import bf16_supported
 w, model_ref, device = sys.argv[1:4]
-sid_by_item, cat = load_catalogue(f"{w}/sids")
+cat = read_sid_table(f"{w}/sids").catalogue
 model_dir = resolve_model_dir(model_ref)
-dtype = torch.bfloat16 if device.startswith("cuda") and _bf16_ok() else torch.float32
+dtype = torch.bfloat16 if device.startswith("cuda") and bf16_supported() else torch.float32
 tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
 tok.pad_token = tok.pad_token or tok.eos_token
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()

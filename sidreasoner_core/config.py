@@ -27,9 +27,16 @@ class StageConfig(BaseModel):
 
     @classmethod
     def build(cls: type[T], data: dict | None = None, source: str = "<config>", **overrides: Any) -> T:
-        """Validate `data` merged with non-None `overrides`; errors name the field and source."""
+        """Validate `data` merged with non-None `overrides`; errors name the field and source.
+        A mapping override merges into the section's sub-mapping (`train={"max_steps": 5}`)."""
         merged = dict(data or {})
-        merged.update({k: v for k, v in overrides.items() if v is not None})
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if v is not None}
+                if value:
+                    merged[key] = {**(merged.get(key) or {}), **value}
+            elif value is not None:
+                merged[key] = value
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:

@@ -106,7 +106,7 @@ def decide(config: PromoteConfig, candidate: dict, champion: dict | None, sasrec
 
 def score(recommender, samples, config: PromoteConfig, ks=None, desc: str = "model") -> dict:
     """Recall/NDCG@K of a Recommender on `samples` (history, target), at SID level (see module doc)."""
-    from .evaluation.metrics import rank_metrics
+    from .metrics import rank_metrics
 
     ks = ks or sorted({1, 5, 10, int(config.metric.split("@")[1])})
     known = recommender.sid_by_item
@@ -130,7 +130,7 @@ def sasrec_metrics(baselines_dir, split: str, n: int, ks) -> dict | None:
     """SASRec's metrics on the first `n` samples of `split` from a baselines artifact (None if absent)."""
     import pyarrow.parquet as pq
 
-    from .evaluation.metrics import rank_metrics
+    from .metrics import rank_metrics
 
     path = baselines_dir / "predictions.parquet"
     if not path.exists():
@@ -171,9 +171,9 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
     """
     from .artifacts import open_artifact
     from .config import section
-    from .data.schema import KIND as DATASET_KIND
-    from .data.schema import read_samples
-    from .evaluation.stage import flat_metrics
+    from .dataset import KIND as DATASET_KIND
+    from .dataset import read_samples
+    from .evaluation.score import flat_metrics
     from .serving.package import KIND as PACKAGE_KIND
     from .serving.pyfunc import BUNDLE
     from .serving.recommender import Recommender

@@ -1,6 +1,6 @@
 """Prompt builders shared by training and evaluation (one place, so both see the same text).
 
-SPEC §3 task 5 (SID history -> next SID) and SPEC §4 (the same prompt asking for reasoning
+Task 5 of paper Appendix B (SID history -> next SID) and paper §3.3.1 (the same prompt asking for reasoning
 first). The user message is a plain string; `chat_prompt` wraps it in the model's chat
 template with the generation prompt, exactly as evaluation feeds it to the model.
 """
@@ -17,7 +17,7 @@ THINKING_INSTRUCTION = ("Let's think step by step before making recommendation. 
 
 
 def sid_history_prompt(history_sids: Sequence[str], thinking: bool = False) -> str:
-    """The user message of the next-SID task; `thinking` appends the reasoning instruction (SPEC §4)."""
+    """The user message of the next-SID task; `thinking` appends the reasoning instruction (paper §3.3.1)."""
     text = SID_HISTORY_TEMPLATE.format(sids=", ".join(history_sids))
     return f"{text} {THINKING_INSTRUCTION}" if thinking else text
 
@@ -29,5 +29,5 @@ def chat_prompt(tokenizer, user_message: str) -> str:
 
 
 def thinking_response(reasoning: str, sid: str) -> str:
-    """The assistant response of the reasoning format: `<think>\\n...\\n</think>\\n\\nSID` (SPEC §4)."""
+    """The assistant response of the reasoning format: `<think>\\n...\\n</think>\\n\\nSID` (paper §3.3.1)."""
     return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{sid}"

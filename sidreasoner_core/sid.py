@@ -1,15 +1,18 @@
-"""The SID codec and catalogue trie: the one place that formats, parses and validates SIDs.
+"""The SID codec, the catalogue trie and the one reader of a sids artifact's SID table.
 
-A Semantic ID is a short tuple of codes, one per level, written as tokens with
+A Semantic ID (paper §3.2.1) is a short tuple of codes, one per level, written as tokens with
 the level's letter and no separator: codes (12, 34, 5) <-> "<a_12><b_34><c_5>".
 The catalogue trie answers "which tokens may follow this prefix" for constrained
-decoding, rewards and serving.
+decoding, rewards and serving. `read_sid_table` gives every stage the same `SIDTable`.
 """
 from __future__ import annotations
 
+import functools
+import json
 import re
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 LEVEL_LETTERS = string.ascii_lowercase
@@ -157,11 +160,78 @@ class Catalogue:
             stack.extend(n.children.values())
         return sorted(out)
 
-    @classmethod
-    def from_artifact(cls, path) -> "Catalogue":
-        """The catalogue of a sids artifact directory (its sids.parquet)."""
-        import pyarrow.parquet as pq
-        from pathlib import Path
 
-        table = pq.read_table(Path(path) / SIDS_FILE, columns=["item_id", "sid"])
-        return cls(zip(table.column("item_id").to_pylist(), table.column("sid").to_pylist()))
+@dataclass(frozen=True)
+class SIDTable:
+    """item -> SID of a catalogue, with its code space (levels x codes per level).
+
+    `codes_per_level` is the sids stage's configured size when known (the SID tokens a model
+    gets), never less than the largest code + 1. Several items may share a SID (collisions kept);
+    `catalogue` (the trie) refuses that, `item_by_sid` keeps the first item in item order.
+    """
+
+    sid_by_item: dict[str, str]
+    levels: int
+    codes_per_level: int
+    source: str = "SID table"
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]], source: str = "SID table",
+                   codes_per_level: int | None = None) -> "SIDTable":
+        """Validated table; an error names the source, row and item."""
+        sid_by_item: dict[str, str] = {}
+        levels, top = 0, 0
+        for row, (item, sid) in enumerate(pairs):
+            if sid is None or (isinstance(sid, float) and sid != sid):
+                raise SIDError(f"{source}: row {row} (item {item!r}): field 'sid' is empty")
+            try:
+                codes = parse_sid(str(sid))
+            except SIDError as exc:
+                raise SIDError(f"{source}: row {row} (item {item!r}): field 'sid': {exc}") from None
+            sid_by_item[str(item)] = str(sid)
+            levels, top = max(levels, len(codes)), max(top, max(codes) + 1)
+        if not sid_by_item:
+            raise SIDError(f"{source}: no SIDs")
+        return cls(sid_by_item, levels, max(int(codes_per_level or 0), top), source)
+
+    def __len__(self) -> int:
+        return len(self.sid_by_item)
+
+    @functools.cached_property
+    def item_by_sid(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item, sid in sorted(self.sid_by_item.items()):
+            out.setdefault(sid, item)
+        return out
+
+    @functools.cached_property
+    def catalogue(self) -> Catalogue:
+        try:
+            return Catalogue(self.sid_by_item)
+        except SIDError as exc:
+            raise SIDError(f"{self.source}: {exc}") from None
+
+    def vocabulary(self) -> list[str]:
+        """Every SID token of the code space, in the tokenizer's order."""
+        return vocabulary(self.levels, self.codes_per_level)
+
+    def token_info(self) -> dict:
+        """The `sid_tokens.json` record of a model artifact."""
+        return {"levels": self.levels, "codes_per_level": self.codes_per_level, "tokens": self.vocabulary()}
+
+
+def read_sid_table(sids_dir: str | Path) -> SIDTable:
+    """The SID table of a sids artifact directory (`sids.parquet`, sized by its manifest's config)."""
+    import pyarrow.parquet as pq
+
+    path = Path(sids_dir) / SIDS_FILE
+    if not path.is_file():
+        raise SIDError(f"{path}: SID table missing")
+    table = pq.read_table(path)
+    for col in ("item_id", "sid"):
+        if col not in table.column_names:
+            raise SIDError(f"{path}: column {col!r} missing (have {table.column_names})")
+    manifest = Path(sids_dir) / "manifest.json"
+    cpl = json.loads(manifest.read_text()).get("config", {}).get("codes_per_level") if manifest.is_file() else None
+    return SIDTable.from_pairs(zip(table.column("item_id").to_pylist(), table.column("sid").to_pylist()),
+                               source=str(path), codes_per_level=cpl)

@@ -162,7 +162,7 @@ def build_sids_artifact(dataset_art, out) -> object:
     import pyarrow.parquet as pq
 
     from sidreasoner_core.artifacts import open_artifact, write_artifact
-    from sidreasoner_core.data.schema import read_items
+    from sidreasoner_core.dataset import read_items
     from sidreasoner_core.sid import SIDS_FILE, parse_sid
 
     items = read_items(dataset_art.path)
@@ -180,7 +180,7 @@ def enrich_inputs(sample_dataset, tmp_path_factory):
 
 def assert_every_record_accounted(art, n_items: int, n_users: int) -> tuple:
     """Every input record is in the tables; ok rows re-validate clean; failed rows are in failed.jsonl."""
-    from sidreasoner_core.enrich.schema import FAILED_FILE, read_item_texts, read_user_reasoning
+    from sidreasoner_core.corpus import FAILED_FILE, read_item_texts, read_user_reasoning
     it = read_item_texts(art.path, ok_only=False)
     us = read_user_reasoning(art.path, ok_only=False)
     assert len(it) == n_items and it["item_id"].is_unique

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sidreasoner_core.artifacts import open_artifact, write_artifact
-from sidreasoner_core.data.schema import ITEMS_FILE, ITEMS_SCHEMA, SAMPLES_FILE, SAMPLES_SCHEMA, write_table
+from sidreasoner_core.dataset import ITEMS_FILE, ITEMS_SCHEMA, SAMPLES_FILE, SAMPLES_SCHEMA, write_table
 
 # Small, fast settings: short token limit and few epochs keep the real encoder + RQ-VAE in seconds.
 FAST = {"max_seq_length": 32, "epochs": 8, "encode_batch_size": 128, "cache_embeddings": False}

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sidreasoner_core.artifacts import open_artifact, write_artifact
-from sidreasoner_core.data.schema import read_items
+from sidreasoner_core.dataset import read_items
 from sidreasoner_core.sid import SIDS_FILE, format_sid, parse_sid
 
 SIDS_SCHEMA = pa.schema([("item_id", pa.string()), ("sid", pa.string()), ("codes", pa.list_(pa.int32()))])

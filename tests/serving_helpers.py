@@ -20,6 +20,6 @@ def served_model_dir(sample_dataset, eval_sids, eval_model_dir, tmp_path_factory
 @pytest.fixture(scope="session")
 def test_histories(sample_dataset):
     """Real histories (item ids) of the Industrial sample's test split."""
-    from sidreasoner_core.data.schema import read_samples
+    from sidreasoner_core.dataset import read_samples
 
     return [list(h) for h in read_samples(sample_dataset.path, "test")["history"]]

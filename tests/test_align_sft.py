@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from sidreasoner_core import sid as sidlib
-from sidreasoner_core.align.sft import (SFTDataError, SFTOptions, build_trainer, last_complete_checkpoint,
-                                        tokenize_record, train_sft)
+from sidreasoner_core.training.checkpoints import last_complete_checkpoint
+from sidreasoner_core.training.sft import SFTDataError, SFTOptions, build_trainer, tokenize_record, train_sft
 from sidreasoner_core.models import TINY, add_sid_tokens, load_model
 
 LEVELS, CODES = 3, 8
@@ -143,7 +143,7 @@ def test_length_grouped_batches_reach_the_trainer(tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: F401  (the sampler this selects)
 
     from sidreasoner_core.align.config import SFTOptions
-    from sidreasoner_core.align.sft import make_sft_config
+    from sidreasoner_core.training.sft import make_sft_config
 
     assert make_sft_config(SFTOptions(), tmp_path, None, False).train_sampling_strategy == "random"
     grouped = make_sft_config(SFTOptions(sampling="group_by_length"), tmp_path, None, False)

@@ -11,8 +11,9 @@ from sidreasoner_core import prompts
 from sidreasoner_core import sid as sidlib
 from sidreasoner_core.align import gsm8k
 from sidreasoner_core.align.config import TASKS, AlignConfig
-from sidreasoner_core.align.sft import tokenize_record
-from sidreasoner_core.align.stage import build_inputs, read_sid_table
+from sidreasoner_core.training.sft import tokenize_record
+from sidreasoner_core.align.stage import build_inputs
+from sidreasoner_core.sid import read_sid_table
 from sidreasoner_core.align.tasks import TaskDataError, mix, read_corpus, read_jsonl, task_pools
 from sidreasoner_core.config import ConfigError
 
@@ -28,8 +29,9 @@ def arts(sample_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pools(arts):
     dataset, sids, corpus = arts
-    sid_by_item, levels, cpl, _ = read_sid_table(sids.path)
-    assert (levels, cpl) == (3, 256)
+    table = read_sid_table(sids.path)
+    assert (table.levels, table.codes_per_level) == (3, 256)
+    sid_by_item = table.sid_by_item
     inputs = build_inputs(AlignConfig(), dataset.path, sid_by_item, corpus.path)
     return task_pools(inputs, max_history=10, eval_items=20), sid_by_item
 
@@ -69,7 +71,7 @@ def test_every_task_template_renders_from_the_sample(pools):
 
 
 def test_sequence_tasks_use_the_splits(arts, pools):
-    from sidreasoner_core.data.schema import read_samples
+    from sidreasoner_core.dataset import read_samples
 
     pools, _ = pools
     n_train = len(read_samples(arts[0].path, "train"))

@@ -12,7 +12,7 @@ import pytest
 
 from sidreasoner_core.artifacts import ArtifactError, open_artifact, write_artifact
 from sidreasoner_core.data.config import DataConfig
-from sidreasoner_core.data.schema import read_samples
+from sidreasoner_core.dataset import read_samples
 from sidreasoner_core.data.stage import run
 
 from conftest import REPO, SAMPLE

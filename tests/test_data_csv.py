@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sidreasoner_core.artifacts import open_artifact
 from sidreasoner_core.data.config import DataConfig
 from sidreasoner_core.data.errors import DataError
-from sidreasoner_core.data.schema import QUARANTINE_FILE, read_items, read_samples
+from sidreasoner_core.dataset import QUARANTINE_FILE, read_items, read_samples
 from sidreasoner_core.data.stage import build, run
 
 from conftest import REPO, SAMPLE

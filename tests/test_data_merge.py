@@ -3,7 +3,7 @@ import pytest
 from sidreasoner_core.data.config import DataConfig
 from sidreasoner_core.data.errors import DataError
 from sidreasoner_core.data.merge import merge
-from sidreasoner_core.data.schema import read_items, read_samples
+from sidreasoner_core.dataset import read_items, read_samples
 from sidreasoner_core.data.stage import run
 
 from conftest import SAMPLE

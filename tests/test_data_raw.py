@@ -1,4 +1,4 @@
-"""Amazon 2018 / 2023 raw readers: results checked against a plain-Python reference of SPEC §0."""
+"""Amazon 2018 / 2023 raw readers: results checked against a plain-Python reference of paper §4.1.1."""
 from __future__ import annotations
 
 import gzip
@@ -13,7 +13,7 @@ import pytest
 from sidreasoner_core.data import amazon_raw
 from sidreasoner_core.data.config import DataConfig
 from sidreasoner_core.data.errors import DataError
-from sidreasoner_core.data.schema import QUARANTINE_FILE, read_items, read_samples
+from sidreasoner_core.dataset import QUARANTINE_FILE, read_items, read_samples
 from sidreasoner_core.data.sequences import k_core_mask
 from sidreasoner_core.data.stage import build, run
 
@@ -39,7 +39,7 @@ def naive_k_core(pairs: list[tuple[str, str]], k: int) -> set[tuple[str, str]]:
 
 
 def reference(inter, titled: set[str], k: int, max_history: int = 10):
-    """SPEC §0 written the slow, obvious way: (samples by split, kept items)."""
+    """paper §4.1.1 written the slow, obvious way: (samples by split, kept items)."""
     rows = [(u, i, t, n) for n, (u, i, t) in enumerate(inter) if i in titled]
     rows.sort(key=lambda r: (r[0], r[2], r[3]))
     seen, first = set(), []

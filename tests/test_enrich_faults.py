@@ -57,7 +57,7 @@ def _config(server, **kw) -> EnrichConfig:
 
 
 def test_faults_every_record_valid_or_reported(enrich_inputs, tmp_path, monkeypatch, caplog, capfd):
-    from sidreasoner_core.data.schema import read_items
+    from sidreasoner_core.dataset import read_items
 
     dataset, sids = enrich_inputs
     monkeypatch.setenv("ENRICH_TEST_KEY", SECRET)

@@ -9,6 +9,7 @@ from conftest_enrich import assert_every_record_accounted, build_sids_artifact, 
 from sidreasoner_core.enrich import validate
 from sidreasoner_core.enrich.config import EnrichConfig
 from sidreasoner_core.enrich.stage import run
+from sidreasoner_core.sid import SIDError
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def offline_corpus(enrich_inputs, tmp_path_factory):
 
 
 def test_offline_teacher_all_records_valid(offline_corpus, enrich_inputs):
-    from sidreasoner_core.data.schema import read_items, read_samples
+    from sidreasoner_core.dataset import read_items, read_samples
 
     dataset, _ = enrich_inputs
     items = read_items(dataset.path).set_index("item_id")
@@ -47,7 +48,7 @@ def test_offline_teacher_all_records_valid(offline_corpus, enrich_inputs):
 
 def test_reasoning_feeds_the_coldstart_format(offline_corpus):
     """The reasoning column becomes `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` downstream."""
-    from sidreasoner_core.enrich.schema import read_user_reasoning
+    from sidreasoner_core.corpus import read_user_reasoning
 
     us = read_user_reasoning(offline_corpus.path)
     assert {"history", "target", "reasoning", "status", "user_id"} <= set(us.columns)
@@ -106,7 +107,7 @@ def test_bad_config_and_inputs_name_the_field(enrich_inputs, tmp_path, monkeypat
                          max_items=1, user_centric=False), dataset, sids, tmp_path / "c1")
     with write_artifact(tmp_path / "badsids", kind="sids") as d:
         pq.write_table(pa.table({"item_id": ["7"], "sid": ["<a_1><c_2>"]}), d / "sids.parquet")
-    with pytest.raises(EnrichError, match=r"row 0 \(item '7'\): field 'sid'"):
+    with pytest.raises(SIDError, match=r"sids.parquet: row 0 \(item '7'\): field 'sid'"):
         run(EnrichConfig(), dataset, tmp_path / "badsids", tmp_path / "c2")
     with write_artifact(tmp_path / "fewsids", kind="sids") as d:
         pq.write_table(pa.table({"item_id": ["7"], "sid": ["<a_1><b_2><c_3>"]}), d / "sids.parquet")

@@ -9,7 +9,7 @@ from eval_helpers import one_thread  # noqa: F401 (fixture)
 from sidreasoner_core.evaluation.baselines import sasrec
 from sidreasoner_core.evaluation.baselines.popularity import item_counts, most_popular
 from sidreasoner_core.evaluation.config import SASRecConfig
-from sidreasoner_core.evaluation.metrics import rank_metrics
+from sidreasoner_core.metrics import rank_metrics
 
 
 def _planted(n: int, n_items: int, rng) -> pd.DataFrame:

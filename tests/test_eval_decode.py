@@ -8,9 +8,9 @@ import torch
 from eval_helpers import eval_model_dir, one_thread  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from sidreasoner_core.evaluation.constrained import (SIDTrie, TrieLogitsProcessor, beam_search, encode_left_padded,
+from sidreasoner_core.decoding.constrained import (SIDTrie, TrieLogitsProcessor, beam_search, encode_left_padded,
                                                      rank_sids)
-from sidreasoner_core.evaluation.thinking import generate_reasoning
+from sidreasoner_core.decoding.thinking import generate_reasoning
 from sidreasoner_core.prompts import THINK_CLOSE, chat_prompt, sid_history_prompt
 from sidreasoner_core.models import add_sid_tokens
 from sidreasoner_core.sid import TOKEN_RE, SIDError, format_sid, token

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sidreasoner_core.evaluation.metrics import best_of_n_curve, flat, rank_metrics, target_rank
+from sidreasoner_core.metrics import best_of_n_curve, flat, rank_metrics, target_rank
 
 
 def test_recall_and_ndcg_on_hand_made_rankings():

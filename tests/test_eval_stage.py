@@ -85,7 +85,8 @@ def test_bad_inputs_name_the_problem(sample_dataset, eval_sids, eval_model_dir, 
 
     from sidreasoner_core.cli import app
     from sidreasoner_core.evaluation.config import EvaluateConfig
-    from sidreasoner_core.evaluation.stage import EvaluationError, run
+    from sidreasoner_core.evaluation.errors import EvaluationError
+    from sidreasoner_core.evaluation.stage import run
 
     sid_map = dict(zip(*[pq.read_table(eval_sids.path / "sids.parquet").column(c).to_pylist() for c in ("item_id", "sid")]))
     target = pq.read_table(sample_dataset.path / "samples.parquet").to_pandas().query("split == 'test'")["target"].iloc[0]

@@ -180,8 +180,10 @@ def test_caching_options(probe):
 
 
 def test_placement_rejects_bad_arguments():
+    checked = []
+
     @dsl.pipeline(name="bad")
-    def p():
+    def p():  # the body runs when the decorator builds the pipeline
         task = track_op(name="x")
         with pytest.raises(ValueError, match="count"):
             placement.gpu_training(task, count=0)
@@ -189,8 +191,9 @@ def test_placement_rejects_bad_arguments():
             placement.gpu_training(task, tolerations=[{"key": "a", "effet": "NoSchedule"}])
         with pytest.raises(ValueError, match="backoff_factor"):
             placement.remote_service(task, backoff_factor=0.5)
+        checked.append("all three refused")
 
-    assert p is not None
+    assert checked == ["all three refused"]
 
 
 # ---------------------------------------------------------------- the real compiled pipeline
@@ -243,6 +246,7 @@ def test_real_pipeline_gpu_steps_are_placed(real):
     spec, platform = real
     gpu_execs = [n for n, ex in spec["deploymentSpec"]["executors"].items()
                  if "accelerator" in ex["container"].get("resources", {})]
+    assert gpu_execs, "no step asks for a GPU: the training steps lost their placement"
     for ex in gpu_execs:
         k8s = platform.get(ex, {})
         assert k8s.get("nodeSelector", {}).get("labels"), f"{ex}: GPU step without node selector"
@@ -256,13 +260,16 @@ def test_real_pipeline_gpu_steps_are_placed(real):
 def test_real_pipeline_teacher_steps_retry(real):
     """A step given the teacher key calls a remote API: it must retry with backoff."""
     spec, platform = real
+    teacher_tasks = []
     for name, task in _all_tasks(spec):
         comp = task["componentRef"]["name"]
         ex = spec["components"][comp].get("executorLabel")
         secrets = {s["secretName"] for s in platform.get(ex, {}).get("secretAsEnv", [])}
         if placement.TEACHER_SECRET in secrets:
+            teacher_tasks.append(name)
             retry = task.get("retryPolicy", {})
             assert retry.get("maxRetryCount", 0) >= 1 and retry.get("backoffDuration"), f"{name} does not retry"
+    assert teacher_tasks, "no step gets the teacher key: enrichment lost its placement"
 
 
 def test_ci_runs_the_tests_and_the_compile_check():

@@ -9,6 +9,8 @@ from sidreasoner_core.reasoning import grpo
 from sidreasoner_core.reasoning.callbacks import CurveLog, curve_callback
 from sidreasoner_core.reasoning.config import GRPOStageConfig
 from sidreasoner_core.sid import Catalogue
+from sidreasoner_core.training import launch
+from sidreasoner_core.training.checkpoints import checkpoint_step, last_complete_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,7 +68,7 @@ def test_killed_grpo_run_resumes_from_checkpoint(planted, tmp_path):
     with pytest.raises(Crash):
         grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final",
                    callbacks=[CrashAt()])
-    assert grpo.last_checkpoint(ckpt).endswith("checkpoint-2")
+    assert last_complete_checkpoint(ckpt).endswith("checkpoint-2")
     assert not (tmp_path / "final").exists()
     info = grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final")
     assert info["resumed_from_step"] == 2 and info["train_steps"] == 4
@@ -104,7 +106,7 @@ def test_constrained_rollouts_only_write_catalogue_sids(planted, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from sidreasoner_core.reasoning.constrained import thinking_sid_logits_processor
+    from sidreasoner_core.decoding.thinking_constraint import thinking_sid_logits_processor
     from sidreasoner_core.reasoning.rewards import parse_prediction
 
     tok = AutoTokenizer.from_pretrained(planted["model"], padding_side="left")
@@ -132,26 +134,45 @@ def test_grpo_with_constrained_rollouts_runs(planted, tmp_path):
     cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2, constrained_sid=True)
     trainer = grpo.make_trainer(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt")
     assert type(trainer).__name__ == "ConstrainedGRPOTrainer"
+    calls = []
+    constraint = trainer.sid_logits_processor
+
+    def counted(input_ids, scores):
+        calls.append(input_ids.shape[0])
+        return constraint(input_ids, scores)
+
+    trainer.sid_logits_processor = counted
     trainer.train()
     assert trainer.state.global_step == 1
+    assert calls, "the rollouts never went through the catalogue constraint"
     assert "generate" not in vars(trainer.model)  # the patched generate is removed after the rollout
 
 
-def test_multi_gpu_launch_command_and_worker(planted, tmp_path):
-    import json
+def test_multi_gpu_launch_command_and_worker(planted, tmp_path, monkeypatch):
+    import subprocess
 
     cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2)
     zero3 = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"num_gpus": 8, "deepspeed": "zero3"})})
-    assert grpo.needs_launch(zero3) and not grpo.needs_launch(cfg)
-    cmd = grpo.launch_command(tmp_path / "job.json", zero3)
-    assert cmd[cmd.index("--config_file") + 1].endswith("zero3.yaml")
-    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[-2:] == ["sidreasoner_core.reasoning.grpo",
-                                                                          str(tmp_path / "job.json")]
-    # what each launched process runs, here as a single CPU process
-    job = grpo.write_job(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt",
-                         tmp_path / "final", tmp_path / "curves.jsonl", [])
-    grpo.worker_main(str(job))
-    assert json.loads((tmp_path / "ckpt" / "grpo_result.json").read_text())["train_steps"] == 1
+    assert launch.needs_launch(zero3.cluster.num_gpus, zero3.cluster.deepspeed)
+    assert not launch.needs_launch(cfg.cluster.num_gpus, cfg.cluster.deepspeed)
+    # The launch as the launcher makes it, with each process's code run here in this one CPU process
+    # (no GPUs to start 8 workers on).
+    ran = []
+
+    def run_here(cmd, env):
+        ran.append((cmd, env))
+        monkeypatch.setenv(launch.WORKER_ENV, env[launch.WORKER_ENV])
+        launch.worker_main(cmd[-1])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(launch.subprocess, "run", run_here)
+    info = grpo.launch(zero3, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt",
+                       tmp_path / "final", tmp_path / "curves.jsonl", [])
+    (cmd, env), = ran
+    assert cmd[cmd.index("--config_file") + 1].endswith("zero3.yaml") and env[launch.WORKER_ENV] == "1"
+    assert cmd[cmd.index("--num_processes") + 1] == "8"
+    assert cmd[-3:] == ["-m", "sidreasoner_core.training.launch", str(tmp_path / "ckpt" / launch.JOB_FILE)]
+    assert info["train_steps"] == 1
     assert (tmp_path / "final" / "config.json").is_file() and (tmp_path / "curves.jsonl").is_file()
 
 
@@ -169,10 +190,12 @@ def test_sigkilled_grpo_process_resumes(planted, tmp_path):
     steps = 30
     cfg = small_config(max_steps=steps, save_steps=1, num_generations=2, prompts_per_step=2, learning_rate=1e-4)
     ckpt = tmp_path / "ckpt"
-    job = grpo.write_job(cfg, planted["model"], planted["rows"], planted["catalogue"], ckpt, tmp_path / "final",
-                         tmp_path / "curves.jsonl", [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", grpo.WORKER_ENV: "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sidreasoner_core.reasoning.grpo", str(job)], env=env,
+    payload = {"config": cfg.model_dump(mode="json"), "model_dir": str(planted["model"]), "train_rows": planted["rows"],
+               "sid_by_item": planted["catalogue"].sid_by_item, "output_dir": str(ckpt),
+               "final_dir": str(tmp_path / "final"), "curves_path": str(tmp_path / "curves.jsonl"), "eval_rows": []}
+    job = launch.write_job("sidreasoner_core.reasoning.grpo:worker", payload, ckpt)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", launch.WORKER_ENV: "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sidreasoner_core.training.launch", str(job)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -184,11 +207,10 @@ def test_sigkilled_grpo_process_resumes(planted, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (tmp_path / "final").exists()
-    done = grpo.last_checkpoint(ckpt)
-    killed_at = int(done.rsplit("-", 1)[-1])
+    killed_at = checkpoint_step(last_complete_checkpoint(ckpt))
     assert 2 <= killed_at < steps
-    grpo.worker_main(str(job))
-    info = json.loads((ckpt / "grpo_result.json").read_text())
+    launch.worker_main(str(job))
+    info = json.loads((ckpt / grpo.RESULT_FILE).read_text())
     assert info["resumed_from_step"] == killed_at and info["train_steps"] == steps
 
 
@@ -197,8 +219,8 @@ def test_constraint_after_a_multi_token_close(planted):
     import torch
     from transformers import AutoTokenizer
 
-    from sidreasoner_core.evaluation.constrained import SIDTrie
-    from sidreasoner_core.reasoning.constrained import ThinkingSIDLogitsProcessor, whitespace_token_ids
+    from sidreasoner_core.decoding.constrained import SIDTrie
+    from sidreasoner_core.decoding.thinking_constraint import ThinkingSIDLogitsProcessor, whitespace_token_ids
 
     tok = AutoTokenizer.from_pretrained(planted["model"])
     cat = Catalogue({"x": "<a_1><b_2><c_3>", "y": "<a_1><b_0><c_3>"})

@@ -1,4 +1,4 @@
-"""Reward functions of SPEC §5: stepwise prefix + validity, parsed after </think>."""
+"""Reward functions of paper §3.3.2: stepwise prefix + validity, parsed after </think>."""
 from __future__ import annotations
 
 import pytest

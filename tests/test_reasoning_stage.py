@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from reasoning_helpers import one_torch_thread, tiny_sid_model, unique_reference_sids, write_sids_artifact
-from sidreasoner_core.data.schema import read_items, read_samples
+from sidreasoner_core.dataset import read_items, read_samples
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -89,7 +89,7 @@ def _post(url, body):
 
 @pytest.fixture(scope="module")
 def titles(sample_dataset):
-    from sidreasoner_core.data.schema import read_items
+    from sidreasoner_core.dataset import read_items
 
     items = read_items(sample_dataset.path)
     return dict(zip(items["item_id"], items["title"]))

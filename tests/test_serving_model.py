@@ -36,7 +36,7 @@ def test_signature_and_input_example(pyfunc_model, served_model_dir):  # noqa: F
 
 
 def test_predict_returns_k_valid_catalogue_items(pyfunc_model, sample_dataset, test_histories, one_thread):  # noqa: F811
-    from sidreasoner_core.data.schema import read_items
+    from sidreasoner_core.dataset import read_items
 
     titles = dict(zip(read_items(sample_dataset.path)["item_id"], read_items(sample_dataset.path)["title"]))
     out = pyfunc_model.predict(pd.DataFrame({"history": test_histories[:3]}), params={"k": 10})

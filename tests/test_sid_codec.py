@@ -105,3 +105,49 @@ def test_catalogue_rejects_shared_and_prefix_sids():
             Catalogue(pairs)
     with pytest.raises(SIDError):
         Catalogue({"x": "<a_1><b_02><c_3>"})
+
+
+# ---------------------------------------------------------------- the SID table of a sids artifact
+
+def _sids_artifact(path, item_ids, sids, codes_per_level=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sidreasoner_core.artifacts import write_artifact
+    from sidreasoner_core.config import StageConfig
+
+    class Cfg(StageConfig):
+        codes_per_level: int | None = None
+
+    with write_artifact(path, kind="sids", config=Cfg(codes_per_level=codes_per_level)) as d:
+        pq.write_table(pa.table({"item_id": item_ids, "sid": sids}), d / "sids.parquet")
+    return path
+
+
+def test_read_sid_table_sizes_the_code_space_from_the_manifest(tmp_path):
+    from sidreasoner_core.sid import SIDTable, read_sid_table
+
+    art = _sids_artifact(tmp_path / "s", ["x", "y", "z"], ["<a_1><b_2>", "<a_3><b_0>", "<a_1><b_2>"], 16)
+    table = read_sid_table(art)
+    assert isinstance(table, SIDTable) and (table.levels, table.codes_per_level) == (2, 16)
+    assert table.sid_by_item == {"x": "<a_1><b_2>", "y": "<a_3><b_0>", "z": "<a_1><b_2>"}
+    assert table.item_by_sid == {"<a_1><b_2>": "x", "<a_3><b_0>": "y"}     # shared SID: first item
+    assert table.vocabulary()[:2] == ["<a_0>", "<a_1>"] and len(table.vocabulary()) == 32
+    assert table.token_info()["tokens"] == table.vocabulary()
+    with pytest.raises(SIDError, match=r"sids.parquet: SID <a_1><b_2> is shared"):
+        table.catalogue                                                       # the trie refuses shared SIDs
+    bare = SIDTable.from_pairs([("x", "<a_1><b_2>"), ("y", "<a_3><b_0>")])
+    assert bare.codes_per_level == 4 and len(bare.catalogue) == 2           # no config: largest code + 1
+
+
+def test_read_sid_table_errors_name_file_row_and_item(tmp_path):
+    from sidreasoner_core.sid import read_sid_table
+
+    with pytest.raises(SIDError, match=r"missing"):
+        read_sid_table(tmp_path)
+    art = _sids_artifact(tmp_path / "bad", ["x", "7"], ["<a_1><b_2>", "<a_1><c_2>"])
+    with pytest.raises(SIDError, match=r"sids.parquet: row 1 \(item '7'\): field 'sid'"):
+        read_sid_table(art)
+    art = _sids_artifact(tmp_path / "empty", ["x"], [None])
+    with pytest.raises(SIDError, match=r"row 0 \(item 'x'\): field 'sid' is empty"):
+        read_sid_table(art)

@@ -3,20 +3,32 @@ bad input, CLI and the KFP component's python_func."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from conftest_sids import FAST, make_dataset, sample_embeddings, sample_sids  # noqa: F401 (fixtures)
 from sidreasoner_core.config import ConfigError
-from sidreasoner_core.data.schema import read_items
+from sidreasoner_core.dataset import read_items
 from sidreasoner_core.sid import Catalogue, parse_sid
 from sidreasoner_core.sids.config import SidsConfig
 from sidreasoner_core.sids.errors import SidsError
 from sidreasoner_core.sids.rqvae import RQVAE
-from sidreasoner_core.sids.stage import load_catalogue, read_sids, run
+from sidreasoner_core.sids.stage import run
+from sidreasoner_core.sid import SIDS_FILE, read_sid_table
+
+
+def read_sids(artifact_dir):
+    """The artifact's SID table as written (item_id, sid, codes)."""
+    return pd.read_parquet(Path(artifact_dir) / SIDS_FILE)
+
+
+def load_catalogue(artifact_dir):
+    return read_sid_table(artifact_dir).catalogue
 
 
 def test_sample_sids_are_collision_free(sample_dataset, sample_sids):
@@ -169,7 +181,7 @@ def test_component_python_func(sample_dataset, sample_embeddings, tmp_path):
     sids_op.python_func(dataset=Dataset(name="d", uri=str(sample_dataset.path)), config_json=json.dumps(cfg),
                         sids=sids, metrics=metrics)
     assert metrics.metadata["shared_sids_after"] == 0 and metrics.metadata["items"] == 400
-    assert len(Catalogue.from_artifact(sids.path)) == 400
+    assert len(read_sid_table(sids.path).catalogue) == 400
     assert json.loads((tmp_path / "sids" / "manifest.json").read_text())["kind"] == "sids"
 
 

@@ -24,13 +24,14 @@ def register(app: typer.Typer) -> None:
         """Multi-task SID-language alignment SFT: model/ + metrics.json + sid_tokens.json."""
         from ..artifacts import ArtifactError
         from ..cli import fail
-        from .sft import SFTDataError
+        from ..sid import SIDError
+        from ..training.sft import SFTDataError
         from .stage import AlignError, step
         from .tasks import TaskDataError
 
         try:
             metrics = step(config or "", dataset, sids, corpus, out, model_ref=model or "",
                            tracking_uri=tracking_uri, max_steps=max_steps)
-        except (ConfigError, ArtifactError, AlignError, TaskDataError, SFTDataError, FileNotFoundError) as exc:
+        except (ConfigError, ArtifactError, AlignError, TaskDataError, SFTDataError, SIDError, FileNotFoundError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))

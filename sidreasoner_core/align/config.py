@@ -1,4 +1,4 @@
-"""Alignment stage settings (SPEC §3). Defaults are the paper's cluster values; the local preset
+"""Alignment stage settings (paper §3.2.2). Defaults are the paper's cluster values; the local preset
 bounds them (SmolLM2, a few steps)."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..config import StageConfig
+from ..training.options import SFTOptions
 
-# The tasks of SPEC §3 in order (1-8) plus the general-reasoning mix.
+# The alignment tasks (paper §3.2.2-§3.2.3, Appendix B) in our order (1-8) plus the general-reasoning mix.
 TASKS = (
     "title_to_sid",            # 1
     "sid_to_title",            # 2
@@ -26,46 +27,8 @@ EARLY_STOP_TASK = "sid_history_to_sid"
 ABLATION_TASKS = {"S1": TASKS[:6], "S2": TASKS[:8], "S3": TASKS}
 
 
-class SFTOptions(StageConfig):
-    """Trainer settings for one SFT run (shared by alignment and the cold-start SFT).
-
-    Effective batch = per_device_train_batch_size x gradient_accumulation_steps x num_gpus
-    (paper: 1024).
-    """
-
-    learning_rate: float = Field(3e-4, gt=0, description="peak learning rate (paper: 3e-4 for alignment)")
-    per_device_train_batch_size: int = Field(16, ge=1)
-    per_device_eval_batch_size: int = Field(16, ge=1)
-    gradient_accumulation_steps: int = Field(8, ge=1, description="16 x 8 x 8 GPUs = 1024 (paper's effective batch)")
-    num_train_epochs: float = Field(10.0, gt=0, description="upper bound; early stopping usually ends it first")
-    max_steps: int = Field(-1, description="> 0 bounds the run (local preset); -1 = epochs decide")
-    max_length: int = Field(512, ge=16, description="tokens per example; longer ones are truncated at the end")
-    lr_scheduler_type: str = Field("cosine")
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    eval_strategy: Literal["steps", "epoch", "no"] = Field("epoch", description="checkpoints follow the same strategy")
-    eval_steps: int = Field(100, ge=1, description="with eval_strategy=steps")
-    early_stopping_patience: int | None = Field(3, ge=1, description="evaluations without improvement; None = off")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best is always kept too)")
-    logging_steps: int = Field(1, ge=1)
-    seed: int = 42
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a capable GPU, else fp32")
-    gradient_checkpointing: bool = False
-    sampling: Literal["random", "group_by_length"] = Field(
-        "random", description="group_by_length: batches of similar lengths (less padding when a few long tasks "
-                              "are mixed into many short ones)")
-    num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
-    deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage (GPU only)")
-    sid_embedding_init: Literal["mean", "random"] = Field(
-        "random", description="new SID embedding rows: random (default; on SmolLM2, same data, 4 steps brought the SID-history "
-        "validation loss to 7.1 vs 8.5 with mean) or around the mean of the existing rows (transformers' default)")
-    resume: bool = Field(True, description="continue from the last complete checkpoint in the output dir")
-    eval_on_start: bool = Field(False, description="a validation pass before the first step (losses before training)")
-
-
 class AlignConfig(StageConfig):
-    """Multi-task SID-language alignment (SPEC §3)."""
+    """Multi-task SID-language alignment (paper §3.2.2)."""
 
     model: str = Field("Qwen/Qwen3-1.7B", description="model reference (see sidreasoner_core.models)")
     task_ratios: dict[str, float] = Field(

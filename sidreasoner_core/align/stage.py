@@ -10,7 +10,6 @@ run resumes from its last checkpoint; it is removed once the artifact is publish
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -18,9 +17,13 @@ import time
 from pathlib import Path
 
 from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
-from ..data.schema import read_items, read_samples
+from ..corpus import KIND as CORPUS_KIND
+from ..dataset import KIND as DATASET_KIND
+from ..dataset import read_items, read_samples
 from ..sid import KIND as SIDS_KIND
-from ..sid import SIDS_FILE, vocabulary
+from ..sid import SIDS_FILE, read_sid_table
+from ..training.checkpoints import work_dir_for
+from ..training.runtime import has_gpu
 from . import gsm8k as gsm8k_eval
 from .config import EARLY_STOP_TASK, AlignConfig
 from .tasks import TaskInputs, mix, read_corpus, read_jsonl, task_pools
@@ -32,7 +35,6 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 SID_TOKENS_FILE = "sid_tokens.json"
 GSM8K_FILE = "gsm8k.jsonl"
-CORPUS_KIND = "corpus"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -48,26 +50,6 @@ def _data_path(p: str) -> Path:
     return REPO / path
 
 
-def read_sid_table(sids_dir: Path) -> tuple[dict[str, str], int, int, dict]:
-    """(sid_by_item, levels, codes_per_level) of a sids artifact directory."""
-    import pyarrow.parquet as pq
-
-    path = Path(sids_dir) / SIDS_FILE
-    if not path.is_file():
-        raise AlignError(f"{path}: SID table missing")
-    df = pq.read_table(path).to_pandas()
-    for col in ("item_id", "sid", "codes"):
-        if col not in df.columns:
-            raise AlignError(f"{path}: column '{col}' missing")
-    levels = max(len(c) for c in df["codes"])
-    top = max(int(max(c)) for c in df["codes"]) + 1
-    manifest = {}
-    if (Path(sids_dir) / "manifest.json").is_file():
-        manifest = json.loads((Path(sids_dir) / "manifest.json").read_text())
-    cpl = max(int(manifest.get("config", {}).get("codes_per_level") or 0), top)
-    return dict(zip(df["item_id"], df["sid"])), levels, cpl, manifest
-
-
 def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, str],
                  corpus_dir: Path | None) -> TaskInputs:
     ratios = config.effective_ratios()
@@ -80,23 +62,9 @@ def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, 
                       item_texts=item_texts, narratives=narratives, gsm8k_train=gsm_train, gsm8k_test=gsm_test)
 
 
-def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
-    from ..models import cache_root
-    from ..storage import is_s3
-
-    if config_work_dir:  # one volume for many runs: a directory per output
-        return Path(config_work_dir) / hashlib.sha256(out.encode()).hexdigest()[:16]
-    if is_s3(out):
-        return cache_root() / "align-work" / hashlib.sha256(out.encode()).hexdigest()[:16]
-    p = Path(out)
-    return p.parent / f".{p.name}.work"
-
-
 def _to_accelerator(model) -> None:
     """GSM8K generation on the GPU when there is one (the Trainer moves the model there anyway)."""
-    import torch
-
-    if torch.cuda.is_available():
+    if has_gpu():
         model.to("cuda")
 
 
@@ -104,13 +72,13 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
         model_ref: str | None = None, work_dir: str | Path | None = None, tracker=None,
         callbacks=()) -> Artifact:
     from ..models import load_model
-    from .sft import save_result, train_sft
+    from ..training.sft import save_result, train_sft
 
     t0 = time.time()
     out = str(out)
     ref = model_ref or config.model
-    sid_by_item, levels, cpl, _ = read_sid_table(sids.path)
-    inputs = build_inputs(config, dataset.path, sid_by_item, corpus.path if corpus else None)
+    table = read_sid_table(sids.path)
+    inputs = build_inputs(config, dataset.path, table.sid_by_item, corpus.path if corpus else None)
     pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed)
     train, evals, counts = mix(pools, config.effective_ratios(), config.max_per_task, config.eval_max_per_task,
                                config.eval_tasks, config.seed)
@@ -136,7 +104,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
-    tokens = vocabulary(levels, cpl)
+    tokens = table.vocabulary()
     result = train_sft(model if in_process else ref, train, evals, config.train, work,
                        tokenizer=tok if in_process else None, sid_tokens=tokens,
                        early_stopping_task=early, callbacks=callbacks)
@@ -162,7 +130,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     with write_artifact(out, kind=KIND, config=config, parents=parents,
                         extra={"model_ref": str(ref), "metrics": metrics}) as d:
         save_result(result, d / MODEL_DIR)
-        (d / SID_TOKENS_FILE).write_text(json.dumps({"levels": levels, "codes_per_level": cpl, "tokens": tokens}))
+        (d / SID_TOKENS_FILE).write_text(json.dumps(table.token_info()))
         (d / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if before is not None:
             with open(d / GSM8K_FILE, "w") as f:
@@ -192,13 +160,9 @@ def step(config_json: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out
     from ..config import section
     from ..tracking import stage_run
 
-    config = AlignConfig.build(section(config_json, "align"), source="config_json",
-                               model=model_ref or None, **overrides)
-    train_updates = {k: v for k, v in (("max_steps", max_steps), ("num_gpus", num_gpus)) if v is not None}
-    if train_updates:
-        config = AlignConfig.build({**config.model_dump(), "train": {**config.train.model_dump(), **train_updates}},
-                                   source="overrides")
-    dataset = open_artifact(dataset_uri, kind="dataset")
+    config = AlignConfig.build(section(config_json, "align"), source="config_json", model=model_ref or None,
+                               train={"max_steps": max_steps, "num_gpus": num_gpus}, **overrides)
+    dataset = open_artifact(dataset_uri, kind=DATASET_KIND)
     sids = open_artifact(sids_uri, kind=SIDS_KIND)
     corpus = open_corpus(corpus_uri)
     with stage_run("align", config, tracking_uri, parent_run_id) as tracker:
@@ -213,4 +177,4 @@ def step(config_json: str, dataset_uri: str, sids_uri: str, corpus_uri: str, out
     return metrics
 
 
-__all__ = ["run", "step", "read_sid_table", "build_inputs", "work_dir_for", "KIND", "MODEL_DIR", "ArtifactError"]
+__all__ = ["run", "step", "build_inputs", "KIND", "MODEL_DIR", "ArtifactError"]

@@ -1,6 +1,6 @@
-"""Training/validation records of the alignment tasks (SPEC §3) and the general-reasoning mix.
+"""Training/validation records of the alignment tasks (paper §3.2.2) and the general-reasoning mix.
 
-Each builder returns SFT records (see `align.sft`): chats `{"task", "prompt", "completion"}`
+Each builder returns SFT records (see `training.sft`): chats `{"task", "prompt", "completion"}`
 (loss on the response) or plain text `{"task", "text"}` (loss on every token). Task 5 uses the
 shared prompt of `sidreasoner_core.prompts`, so training and evaluation see the same words.
 """
@@ -25,7 +25,7 @@ ITEM_TEXTS_FILE = "item_texts.parquet"
 USER_REASONING_FILE = "user_reasoning.parquet"
 MAX_TITLE_CHARS_IN_HISTORY = 120  # long titles in a 10-item history would crowd out the answer
 
-# Reference wording (SPEC §3), completed where the spec shortens it.
+# Reference wording (paper Appendix B), completed where the paper shortens it.
 TITLE_TO_SID = "Which item has the title: {title}?"
 SID_TO_TITLE = 'What is the title of item "{sid}"?'
 SID_HISTORY_TO_TITLE = ("The user has sequentially interacted with items {sids}. Can you recommend the next item "

@@ -19,7 +19,7 @@ field of an unexpected type), the file is read again line by line with `json.loa
 the first bad line (`file:line`) or, with `skip_bad_lines`, quarantines every bad line by reason.
 Both passes give the same table for a good file.
 
-Processing (SPEC §0): drop items without a usable title, dedupe each user's (user, item) pairs
+Processing (paper §4.1.1): drop items without a usable title, dedupe each user's (user, item) pairs
 keeping the first in time, iterative k-core on users and items, sliding windows of <= max_history
 previous items, global split by target time. Every dropped row is counted by reason.
 """

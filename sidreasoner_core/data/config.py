@@ -8,7 +8,7 @@ from ..config import StageConfig
 
 
 class DataConfig(StageConfig):
-    """Data stage settings (SPEC §0)."""
+    """Data stage settings (paper §4.1.1)."""
 
     format: Literal["auto", "csv", "amazon2018", "amazon2023"] = Field(
         "auto", description="input format; auto detects it from the files present")

@@ -1,4 +1,4 @@
-"""Cross-domain: merge several categories' dataset artifacts into one (one SID space, SPEC §7).
+"""Cross-domain: merge several categories' dataset artifacts into one (one SID space, paper §4.2.2).
 
 Item and user ids are namespaced by category (`Category:id`) so ids from different
 categories never clash; each item keeps its `category`, which tells the domain of a sample
@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..artifacts import Artifact, open_artifact, write_artifact
 from .errors import DataError
-from .schema import (ITEMS_FILE, ITEMS_SCHEMA, KIND, SAMPLES_FILE, SAMPLES_SCHEMA, SPLITS, STATS_FILE,
+from ..dataset import (ITEMS_FILE, ITEMS_SCHEMA, KIND, SAMPLES_FILE, SAMPLES_SCHEMA, SPLITS, STATS_FILE,
                      read_items, read_samples, write_table)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BadLines, DataError
-from .schema import SPLITS
+from ..dataset import SPLITS
 
 REQUIRED_COLUMNS = ("user_id", "history_item_id", "item_id")
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import SPLITS
+from ..dataset import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from ..artifacts import Artifact, open_artifact, write_artifact
 from . import processed_csv
 from .config import DataConfig
 from .errors import BadLines, DataError
-from .schema import (ITEMS_FILE, ITEMS_SCHEMA, KIND, QUARANTINE_FILE, SAMPLES_FILE, SAMPLES_SCHEMA,
+from ..dataset import (ITEMS_FILE, ITEMS_SCHEMA, KIND, QUARANTINE_FILE, SAMPLES_FILE, SAMPLES_SCHEMA,
                      SPLITS, STATS_FILE, write_table)
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Teacher enrichment (SPEC §2): item-centric and user-centric SID corpora.
+"""Teacher enrichment (paper §3.2.3): item-centric and user-centric SID corpora.
 
 A teacher (an OpenAI-compatible endpoint, or the offline rule-based one) writes
 SID-centred item paragraphs and user reasoning traces; every answer is

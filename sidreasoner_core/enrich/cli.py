@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         """Teacher enrichment: SID-centred item paragraphs + user reasoning traces (corpus artifact)."""
         from ..artifacts import ArtifactError
         from ..cli import fail
+        from ..sid import SIDError
         from .client import TeacherError
         from .config import EnrichConfig
         from .inputs import EnrichError
@@ -39,6 +40,6 @@ def register(app: typer.Typer) -> None:
                                      concurrency=concurrency, max_items=max_items,
                                      max_user_samples=max_user_samples, cache_dir=cache_dir)
             art = run(cfg, dataset, sids, out)
-        except (EnrichError, ConfigError, ArtifactError, TeacherError) as exc:
+        except (EnrichError, ConfigError, ArtifactError, TeacherError, SIDError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(metrics_of(art), indent=2))

@@ -1,4 +1,4 @@
-"""Enrichment stage settings (SPEC §2). Defaults follow the paper where it gives a value."""
+"""Enrichment stage settings (paper §3.2.3). Defaults follow the paper where it gives a value."""
 from __future__ import annotations
 
 from typing import Literal
@@ -35,7 +35,7 @@ class EnrichConfig(StageConfig):
     model: str = Field("gpt-4o-mini", description="teacher model name (paper: GPT-4o-mini)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key; "
                                                              "'' for endpoints without auth (e.g. a local vLLM)")
-    prompt_version: Literal["v1"] = Field("v1", description="version of the four SPEC §2 prompts")
+    prompt_version: Literal["v1"] = Field("v1", description="version of the four teacher prompts (paper §3.2.3, Appendix C)")
 
     # what to generate
     item_centric: bool = Field(True, description="item analysis + integration paragraphs (2 calls per item)")

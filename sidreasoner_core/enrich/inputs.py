@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from ..data.schema import read_items, read_samples
-from ..sid import SIDS_FILE, SIDError, parse_sid
+from ..dataset import read_items, read_samples
+from ..sid import SIDS_FILE, read_sid_table
 from .offline import clean_description
 from .prompts import ItemInfo
 
@@ -16,27 +15,9 @@ class EnrichError(ValueError):
     """Bad input; the message names the file and the record."""
 
 
-def read_sid_table(sids_dir: str | Path) -> dict[str, str]:
-    path = Path(sids_dir) / SIDS_FILE
-    if not path.is_file():
-        raise EnrichError(f"{path}: SID table missing")
-    table = pq.read_table(path).to_pandas()
-    for col in ("item_id", "sid"):
-        if col not in table.columns:
-            raise EnrichError(f"{path}: column {col!r} missing (have {list(table.columns)})")
-    out = {}
-    for row, (item, sid) in enumerate(zip(table["item_id"].astype(str), table["sid"])):
-        try:
-            parse_sid(str(sid))
-        except (SIDError, TypeError) as exc:
-            raise EnrichError(f"{path}: row {row} (item {item!r}): field 'sid': {exc}") from None
-        out[item] = str(sid)
-    return out
-
-
 def load(dataset_dir: str | Path, sids_dir: str | Path) -> tuple[dict[str, ItemInfo], pd.DataFrame]:
     items = read_items(dataset_dir)
-    sid_by_item = read_sid_table(sids_dir)
+    sid_by_item = read_sid_table(sids_dir).sid_by_item
     missing = [i for i in items["item_id"] if i not in sid_by_item]
     if missing:
         raise EnrichError(f"{Path(sids_dir) / SIDS_FILE}: {len(missing)} dataset item(s) have no SID "

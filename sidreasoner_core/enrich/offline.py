@@ -1,6 +1,6 @@
 """The offline teacher (no LLM): item texts from metadata templates, user reasoning by rules.
 
-This is the paper's "metadata-only template" setting (SPEC §2, Table 5). Reasoning is built
+This is the paper's "metadata-only template" setting (paper §3.2.3, Table 5). Reasoning is built
 from the history's metadata: brands (loyalty), product types from titles (interest and its
 shift), recurring keywords, and recency; it refers to items only by SID and ends open. When
 `offline_target_hint` is on, the ending is steered by the target's product type and brand,

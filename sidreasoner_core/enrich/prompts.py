@@ -1,4 +1,4 @@
-"""The four teacher prompts of SPEC §2, versioned.
+"""The four teacher prompts of paper §3.2.3, versioned.
 
 Item-centric: analysis (metadata -> structured JSON) then integration (one SID-centred
 paragraph). User-centric: reasoning (first-person monologue over the SID history, guided

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import corpus
 from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
 from ..storage import is_s3
-from . import inputs, prompts, schema
+from . import inputs, prompts
 from .cache import ResponseCache
 from .client import Usage
 from .config import EnrichConfig
@@ -36,10 +37,10 @@ def _previous_cache(out: str | Path) -> tuple[Path, ...]:
     """The cache/ of a finished corpus artifact already at `out` (local or s3://): a rerun with more
     items or samples pays only for what is new."""
     try:
-        prev = open_artifact(out, kind=schema.KIND)
+        prev = open_artifact(out, kind=corpus.KIND)
     except ArtifactError:
         return ()
-    return (prev.path / schema.CACHE_DIR,)
+    return (prev.path / corpus.CACHE_DIR,)
 
 
 def build_jobs(config: EnrichConfig, items: dict, samples: pd.DataFrame) -> tuple[list[Job], list[Job], pd.DataFrame]:
@@ -62,7 +63,7 @@ def _item_table(jobs: list[Job], items: dict) -> pd.DataFrame:
         "item_id": j.id, "sid": items[j.id].sid, "analysis": analysis_json(j),
         "paragraph": j.values.get("integration") if j.status == "ok" else None,
         "status": j.status, "attempts": j.attempts, "error": j.error} for j in jobs],
-        columns=schema.ITEM_TEXTS_SCHEMA.names)
+        columns=corpus.ITEM_TEXTS_SCHEMA.names)
 
 
 def _user_table(jobs: list[Job], users: pd.DataFrame, items: dict) -> pd.DataFrame:
@@ -74,7 +75,7 @@ def _user_table(jobs: list[Job], users: pd.DataFrame, items: dict) -> pd.DataFra
                      "target": r.target, "target_sid": items[r.target].sid,
                      "reasoning": j.values.get("reasoning"), "narrative": j.values.get("narrative") if ok else None,
                      "status": j.status, "attempts": j.attempts, "error": j.error})
-    return pd.DataFrame(rows, columns=schema.USER_REASONING_SCHEMA.names)
+    return pd.DataFrame(rows, columns=corpus.USER_REASONING_SCHEMA.names)
 
 
 def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | str | Path, out: str | Path) -> Artifact:
@@ -120,26 +121,26 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
     if lost:  # a runner bug, never a silent drop
         raise RuntimeError(f"enrich: {len(lost)} record(s) unfinished (first {lost[0]!r})")
     usage_doc = {**usage.to_dict(config.prices), **stats, "wall_s": round(time.time() - t0, 3)}
-    with write_artifact(out, kind=schema.KIND, config=config, parents=[dataset, sids], extra={"stats": stats}) as d:
-        schema.write(_item_table(item_jobs, items), schema.ITEM_TEXTS_SCHEMA, d / schema.ITEM_TEXTS_FILE)
-        schema.write(_user_table(user_jobs, users, items), schema.USER_REASONING_SCHEMA, d / schema.USER_REASONING_FILE)
-        with open(d / schema.FAILED_FILE, "w", encoding="utf-8") as f:
+    with write_artifact(out, kind=corpus.KIND, config=config, parents=[dataset, sids], extra={"stats": stats}) as d:
+        corpus.write(_item_table(item_jobs, items), corpus.ITEM_TEXTS_SCHEMA, d / corpus.ITEM_TEXTS_FILE)
+        corpus.write(_user_table(user_jobs, users, items), corpus.USER_REASONING_SCHEMA, d / corpus.USER_REASONING_FILE)
+        with open(d / corpus.FAILED_FILE, "w", encoding="utf-8") as f:
             for j in jobs:
                 if j.status == "failed":
                     f.write(json.dumps(j.report(), ensure_ascii=False) + "\n")
-        (d / schema.USAGE_FILE).write_text(json.dumps(usage_doc, indent=2))
-        (d / schema.PROMPTS_FILE).write_text(json.dumps({"version": prompts.PROMPT_VERSION,
+        (d / corpus.USAGE_FILE).write_text(json.dumps(usage_doc, indent=2))
+        (d / corpus.PROMPTS_FILE).write_text(json.dumps({"version": prompts.PROMPT_VERSION,
                                                          "templates": prompts.TEMPLATES}, indent=2))
         if cache is not None:
-            cache.export(d / schema.CACHE_DIR)
+            cache.export(d / corpus.CACHE_DIR)
     if cache is not None and not config.cache_dir:
         cache.remove()  # its content now lives in the artifact's cache/, which a rerun seeds from
     log.info("enrich: %s", json.dumps(usage_doc))
-    return open_artifact(out, kind=schema.KIND)
+    return open_artifact(out, kind=corpus.KIND)
 
 
 def metrics_of(art: Artifact) -> dict:
-    usage = json.loads((art.path / schema.USAGE_FILE).read_text())
+    usage = json.loads((art.path / corpus.USAGE_FILE).read_text())
     keys = ("items_total", "items_ok", "items_failed", "users_total", "users_ok", "users_failed", "requests",
             "responses", "cache_hits", "failed_requests", "prompt_tokens", "completion_tokens", "cost_usd", "wall_s")
     return {k: usage[k] for k in keys}
@@ -160,5 +161,5 @@ def step(config_json: str, dataset_uri: str, sids_uri: str, out: str, tracking_u
         art = run(config, dataset, sids, out)
         metrics = metrics_of(art)
         tracker.log_metrics(metrics)
-        tracker.log_output(art, files=(schema.USAGE_FILE, schema.FAILED_FILE, schema.PROMPTS_FILE))
+        tracker.log_output(art, files=(corpus.USAGE_FILE, corpus.FAILED_FILE, corpus.PROMPTS_FILE))
     return metrics

@@ -43,7 +43,7 @@ def count_sentences(text: str) -> int:
 
 
 def parse_analysis(text: str | None) -> tuple[dict | None, list[str]]:
-    """The analysis answer as a dict with the five SPEC keys (a ``` fence or prose around the
+    """The analysis answer as a dict with the five keys of the analysis prompt (paper Appendix C) (a ``` fence or prose around the
     object is tolerated)."""
     body = clean(text)
     m = FENCE.match(body)

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
         from ..artifacts import ArtifactError, open_artifact
         from ..cli import fail
         from .config import BaselinesConfig
-        from .stage import EvaluationError, baseline_metrics, run_baselines
+        from ..sid import SIDError
+        from .baselines.stage import baseline_metrics, run_baselines
+        from .errors import EvaluationError
 
         try:
             data = section(config, "baselines")
@@ -28,7 +30,7 @@ def register(app: typer.Typer) -> None:
                 data = {**data, "sasrec": {**data.get("sasrec", {}), "max_epochs": max_epochs}}
             cfg = BaselinesConfig.build(data, source=config or "<cli>")
             art = run_baselines(cfg, open_artifact(dataset, kind="dataset"), out)
-        except (ConfigError, ArtifactError, EvaluationError) as exc:
+        except (ConfigError, ArtifactError, EvaluationError, SIDError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(baseline_metrics(art), indent=2))
 
@@ -51,7 +53,9 @@ def register(app: typer.Typer) -> None:
         from ..cli import fail
         from ..sid import SIDError
         from .config import EvaluateConfig
-        from .stage import EvaluationError, flat_metrics, run
+        from .errors import EvaluationError
+        from .score import flat_metrics
+        from .stage import run
 
         try:
             cfg = EvaluateConfig.build(section(config, "evaluate"), source=config or "<cli>", max_samples=max_samples,

@@ -1,1 +1,1 @@
-"""Reasoning stages: cold-start activation SFT and GRPO with the prefix-match reward (SPEC §4-5)."""
+"""Reasoning stages: cold-start activation SFT and GRPO with the prefix-match reward (paper §3.3)."""

@@ -2,8 +2,8 @@
 
 `CurveLog` appends every trainer log (reward and each reward part, KL, entropy, completion and
 reasoning length, valid-SID share, ...) to a JSON-lines file that survives a kill, and forwards it
-to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in the
-evaluation stage's own thinking mode (`evaluation.thinking` + `evaluation.constrained`): greedy
+to MLflow. `RecallCallback` measures Recall@10 on a fixed validation subset every N steps in
+the evaluation's thinking mode (the shared `decoding.thinking` + `decoding.constrained`): greedy
 reasoning until `</think>` (closed by force when the budget runs out), then beam search over
 catalogue SIDs.
 """
@@ -87,9 +87,9 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
                     max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8) -> dict[str, float]:
     """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (greedy reasoning, then constrained
     beam search over catalogue SIDs), plus mean reasoning tokens and the share closed by force."""
-    from ..evaluation.constrained import rank_sids
-    from ..evaluation.metrics import rank_metrics
-    from ..evaluation.thinking import generate_reasoning
+    from ..decoding.constrained import rank_sids
+    from ..metrics import rank_metrics
+    from ..decoding.thinking import generate_reasoning
 
     was_training = model.training
     model.eval()
@@ -122,7 +122,7 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
         def _measure(self, state, model, tokenizer):
             if state.global_step in self.done or not state.is_world_process_zero:
                 return
-            from ..evaluation.constrained import SIDTrie
+            from ..decoding.constrained import SIDTrie
 
             if self.trie is None:
                 self.trie = SIDTrie.build(catalogue_sids, tokenizer)

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         from ..artifacts import ArtifactError
         from ..cli import fail
         from ..config import ConfigError, section
+        from ..sid import SIDError
         from .samples import ReasoningDataError
         from .stage import coldstart_step
 
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
         try:
             metrics = coldstart_step(json.dumps({"coldstart": section(config, "coldstart")}), model, dataset, sids,
                                      corpus, out, tracking_uri, **overrides)
-        except (ConfigError, ReasoningDataError, ArtifactError, FileNotFoundError) as exc:
+        except (ConfigError, ReasoningDataError, ArtifactError, SIDError, FileNotFoundError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
 
@@ -50,12 +51,13 @@ def register(app: typer.Typer) -> None:
         from ..artifacts import ArtifactError
         from ..cli import fail
         from ..config import ConfigError, section
+        from ..sid import SIDError
         from .samples import ReasoningDataError
         from .stage import grpo_step
 
         try:
             metrics = grpo_step(json.dumps({"grpo": section(config, "grpo")}), model, dataset, sids, out,
                                 tracking_uri, max_steps=max_steps, num_generations=num_generations)
-        except (ConfigError, ReasoningDataError, ArtifactError, FileNotFoundError) as exc:
+        except (ConfigError, ReasoningDataError, ArtifactError, SIDError, FileNotFoundError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))

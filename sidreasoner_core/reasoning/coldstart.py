@@ -1,8 +1,8 @@
-"""Cold-start reasoning activation (SPEC §4): one epoch of SFT on reason-then-SID responses.
+"""Cold-start reasoning activation (paper §3.3.1): one epoch of SFT on reason-then-SID responses.
 
-The training itself is the alignment's shared SFT machinery (`align.sft.train_sft`: TRL
-SFTTrainer, loss on the assistant response only, resumable checkpoints, ZeRO launch on GPUs);
-this module only turns reasoning traces into its records.
+The training itself is the shared SFT machinery (`training.sft.train_sft`: TRL SFTTrainer, loss on
+the assistant response only, resumable checkpoints, ZeRO launch on GPUs); this module only turns
+reasoning traces into its records.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..corpus import USER_REASONING_FILE, read_user_reasoning
 from .config import ColdStartConfig
 from .samples import ReasoningDataError, coldstart_rows
 
@@ -19,20 +20,10 @@ TASK = "coldstart_reasoning"
 
 def read_reasoning(corpus_dir: str | Path) -> pd.DataFrame:
     """The corpus's user-centric reasoning traces (all rows; `coldstart_rows` keeps the usable ones)."""
-    try:
-        from ..enrich.schema import USER_REASONING_FILE, read_user_reasoning
-    except ImportError:  # enrichment package absent: read the documented table directly
-        USER_REASONING_FILE, read_user_reasoning = "user_reasoning.parquet", None
     path = Path(corpus_dir) / USER_REASONING_FILE
     if not path.is_file():
         raise ReasoningDataError(f"{path}: no user reasoning table in the corpus")
-    if read_user_reasoning is not None:
-        return read_user_reasoning(corpus_dir, ok_only=False)
-    import pyarrow.parquet as pq
-
-    df = pq.read_table(path).to_pandas()
-    df["history"] = df["history"].map(list)
-    return df
+    return read_user_reasoning(corpus_dir, ok_only=False)
 
 
 def records(reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStartConfig,
@@ -45,7 +36,7 @@ def records(reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStart
 
 def train(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path,
           sid_tokens: Sequence[str] | None = None, callbacks: Sequence = ()):
-    """Run (or resume) the SFT; returns the alignment's `SFTResult`."""
-    from ..align.sft import train_sft
+    """Run (or resume) the SFT; returns the `training.sft.SFTResult`."""
+    from ..training.sft import train_sft
 
     return train_sft(model_ref, recs, None, cfg.train, work_dir, sid_tokens=sid_tokens, callbacks=callbacks)

@@ -1,4 +1,4 @@
-"""Settings of the two reasoning stages: `coldstart` (SPEC §4) and `grpo` (SPEC §5).
+"""Settings of the two reasoning stages: `coldstart` (paper §3.3.1) and `grpo` (paper §3.3.2).
 
 Defaults are the paper's cluster values; the local preset shrinks the budgets
 (steps, samples, generations, lengths), never the method.
@@ -9,15 +9,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..align.config import SFTOptions
 from ..config import StageConfig
+from ..training.options import ClusterConfig, SFTOptions
 
 
 class PromptConfig(StageConfig):
     """How a sample becomes a prompt (shared by both stages so cold-start and RL see the same input)."""
 
     max_history: int = Field(10, ge=1, description="at most this many most recent history items in the prompt")
-    thinking: bool = Field(True, description="ask for reasoning before the SID (SPEC §4 instruction)")
+    thinking: bool = Field(True, description="ask for reasoning before the SID (paper §3.3.1 instruction)")
 
 
 def _cpu_threads_field():
@@ -25,25 +25,15 @@ def _cpu_threads_field():
                                          "busy CPU box 1 thread avoids oversubscription stalls")
 
 
-class ClusterConfig(StageConfig):
-    """Multi-GPU knobs (same meaning as the alignment's `SFTOptions`); ignored on CPU."""
-
-    num_gpus: int = Field(1, ge=1, description=">1: the step re-launches itself with `accelerate launch`")
-    deepspeed: Literal["none", "zero2", "zero3"] = Field(
-        "none", description="DeepSpeed ZeRO stage via the accelerate configs in sidreasoner_core/align")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a capable GPU, else fp32")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory on long completions")
-
-
 def coldstart_sft_defaults():
-    """The alignment's SFT options with SPEC §4 values: one epoch at lr 1e-5, no early stopping."""
+    """The shared SFT options with paper §3.3.1 values: one epoch at lr 1e-5, no early stopping."""
     return SFTOptions(learning_rate=1e-5, num_train_epochs=1.0, per_device_train_batch_size=8,
                       gradient_accumulation_steps=4, max_length=2048, eval_strategy="no",
                       early_stopping_patience=None, eval_steps=200, logging_steps=10)
 
 
 class ColdStartConfig(StageConfig):
-    """Cold-start reasoning activation: SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` (SPEC §4)."""
+    """Cold-start reasoning activation: SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` (paper §3.3.1)."""
 
     enabled: bool = Field(True, description="off: pass the input model through unchanged (the paper's "
                                             "ablation without cold-start + GRPO; switch grpo off too)")
@@ -69,7 +59,7 @@ class ColdStartConfig(StageConfig):
 
 
 class RewardConfig(StageConfig):
-    """r = r_rule + format_weight * r_format (SPEC §5)."""
+    """r = r_rule + format_weight * r_format (paper §3.3.2)."""
 
     rule: Literal["stepwise", "prefix_fraction"] = Field(
         "stepwise", description="stepwise 0.25/0.5/1.0 (paper) or m/L for a correct prefix of m of L tokens")
@@ -79,7 +69,7 @@ class RewardConfig(StageConfig):
 
 
 class GRPOStageConfig(StageConfig):
-    """GRPO on the cold-started model (SPEC §5, paper §4.1 values as defaults)."""
+    """GRPO on the cold-started model (paper §3.3.2, with the §4.1.3 values as defaults)."""
 
     enabled: bool = Field(True, description="off: pass the input model through unchanged (ablation)")
     model: str | None = Field(None, description="model reference; default: the input model artifact")

@@ -1,4 +1,4 @@
-"""GRPO rewards of SPEC §5 as plain functions with TRL's reward interface.
+"""GRPO rewards of paper §3.3.2 as plain functions with TRL's reward interface.
 
     r = r_rule + λ·r_format        (λ = 0.1 in the paper; TRL applies it as a reward weight)
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .. import sid as sidlib
+from ..prompts import THINK_CLOSE, THINK_OPEN
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 # End-of-turn strings some chat templates leave in decoded text (skip_special_tokens keeps added tokens).
 END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 
@@ -102,7 +101,7 @@ def rule_score(m: int, levels: int, rule: str = "stepwise",
                stepwise_values: Sequence[float] = STEPWISE_VALUES) -> float:
     """Reward of a correct prefix of m of `levels` tokens.
 
-    stepwise: 0.25 / 0.5 / 1.0 for levels a / a+b / a+b+c (SPEC §5). With a deeper SID (e.g. a
+    stepwise: 0.25 / 0.5 / 1.0 for levels a / a+b / a+b+c (paper §3.3.2). With a deeper SID (e.g. a
     disambiguation level) the listed values cover the first levels, later partial prefixes keep
     the last partial value, and only a full match earns 1.0.
     prefix_fraction: m / L (the paper's formula; a reference variant).

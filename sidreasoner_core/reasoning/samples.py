@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from .. import prompts
-from .. import sid as sidlib
 from .config import PromptConfig
 
 log = logging.getLogger(__name__)
@@ -22,28 +19,8 @@ class ReasoningDataError(ValueError):
     pass
 
 
-def load_sid_table(sids_dir: str | Path) -> dict[str, str]:
-    """item_id -> SID string from a sids artifact directory (`sids.parquet`)."""
-    path = Path(sids_dir) / sidlib.SIDS_FILE
-    if not path.is_file():
-        raise ReasoningDataError(f"{path}: SID table missing")
-    table = pq.read_table(path, columns=["item_id", "sid"]).to_pandas()
-    bad = table["sid"].isna()
-    if bad.any():
-        raise ReasoningDataError(f"{path}: row {int(bad.idxmax())} (item {table['item_id'][bad.idxmax()]!r}) has no SID")
-    return dict(zip(table["item_id"].astype(str), table["sid"].astype(str)))
-
-
-def load_catalogue(sids_dir: str | Path) -> tuple[dict[str, str], sidlib.Catalogue]:
-    sid_by_item = load_sid_table(sids_dir)
-    try:
-        return sid_by_item, sidlib.Catalogue(sid_by_item)
-    except sidlib.SIDError as exc:
-        raise ReasoningDataError(f"{Path(sids_dir) / sidlib.SIDS_FILE}: {exc}") from None
-
-
 def prompt_messages(history_sids: list[str], thinking: bool = True) -> list[dict]:
-    """The SID-history -> next-SID prompt (SPEC §3 task 5) with the §4 thinking instruction,
+    """The SID-history -> next-SID prompt (task 5, paper Appendix B) with the thinking instruction of paper §3.3.1,
     worded by the shared prompt module so evaluation sees the same text."""
     return [{"role": "user", "content": prompts.sid_history_prompt(history_sids, thinking=thinking)}]
 

@@ -13,20 +13,27 @@ resumes from its last checkpoint, and the directory is removed once the artifact
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import Artifact, open_artifact, write_artifact
+from ..artifacts import MANIFEST, Artifact, open_artifact, write_artifact
+from ..corpus import KIND as CORPUS_KIND
+from ..corpus import USER_REASONING_FILE
+from ..dataset import KIND as DATASET_KIND
+from ..dataset import SAMPLES_FILE, read_samples
 from ..sid import KIND as SIDS_KIND
-from ..sid import vocabulary
+from ..sid import SIDTable, read_sid_table
+from ..training import launch as launcher
+from ..training.checkpoints import work_dir_for
+from ..training.runtime import cpu_threads
 from .callbacks import CURVES_FILE, CurveLog, curve_callback, recall_callback
 from .config import ColdStartConfig, GRPOStageConfig
-from .samples import ReasoningDataError, load_catalogue, sid_rows
+from .samples import ReasoningDataError, sid_rows
 
 log = logging.getLogger(__name__)
 
@@ -35,28 +42,6 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 CURVES_MD = "curves.md"
 SID_TOKENS_FILE = "sid_tokens.json"
-CORPUS_KIND = "corpus"
-DATASET_KIND = "dataset"
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run with `n` torch CPU threads (None: leave torch's setting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def work_dir_for(out: str, config_work_dir: str | None = None) -> Path:
-    from ..align.stage import work_dir_for as align_work_dir
-
-    return align_work_dir(str(out), config_work_dir)
 
 
 def mlflow_name(key: str) -> str:
@@ -76,16 +61,11 @@ def _model_ref(config_model: str | None, model_in: Artifact | str) -> str:
     return str(model_in.path if isinstance(model_in, Artifact) else model_in)
 
 
-def _sid_tokens(model_in: Artifact | str, sid_by_item: dict[str, str]) -> dict:
-    """The SID token list of the input model artifact, else one rebuilt from the SID table."""
+def _sid_tokens(model_in: Artifact | str, table: SIDTable) -> dict:
+    """The SID token list of the input model artifact, else the SID table's."""
     if isinstance(model_in, Artifact) and (model_in.path / SID_TOKENS_FILE).is_file():
         return json.loads((model_in.path / SID_TOKENS_FILE).read_text())
-    from ..sid import parse_sid
-
-    codes = [parse_sid(s) for s in sid_by_item.values()]
-    levels = max(len(c) for c in codes)
-    cpl = max(max(c) for c in codes) + 1
-    return {"levels": levels, "codes_per_level": cpl, "tokens": vocabulary(levels, cpl)}
+    return table.token_info()
 
 
 def curves_markdown(rows: list[dict], keys: tuple[str, ...], title: str) -> str:
@@ -123,6 +103,15 @@ def plot_curves(rows: list[dict], panels: tuple[tuple[str, ...], ...], path: Pat
     return True
 
 
+@dataclass(frozen=True)
+class CurveSpec:
+    """What a stage's curves report shows: the title, the table's columns, the plot's panels."""
+
+    title: str
+    keys: tuple[str, ...]
+    panels: tuple[tuple[str, ...], ...] = ()
+
+
 GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean"),
                ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
 COLDSTART_PANELS = (("loss",),)
@@ -133,37 +122,42 @@ GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_rew
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
                    "eval/reasoning_tokens")
 COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss")
+GRPO_CURVES = CurveSpec("GRPO", GRPO_CURVE_KEYS, GRPO_PANELS)
+COLDSTART_CURVES = CurveSpec("Cold-start activation", COLDSTART_CURVE_KEYS, COLDSTART_PANELS)
 
 
-def _publish(out: str, config, parents: list, extra: dict, model_src, tokenizer_src, sid_tokens: dict,
-             metrics: dict, rows: list[dict], curve_keys: tuple[str, ...], title: str,
-             panels: tuple[tuple[str, ...], ...] = ()) -> Artifact:
-    """Write the model artifact; `rows` are the curve records (`CurveLog.rows()`), written as given."""
-    with write_artifact(out, kind=KIND, config=config, parents=parents, extra={**extra, "metrics": metrics}) as d:
-        if isinstance(model_src, (str, Path)):
-            shutil.copytree(model_src, d / MODEL_DIR)
+def _publish(out: str, config, *, parents: list, model_ref: str, model, tokenizer=None, sid_tokens: dict,
+             metrics: dict, rows: list[dict], curves: CurveSpec, skipped: bool = False) -> Artifact:
+    """Write the model artifact. `model` is a loaded model (saved with `tokenizer`) or an HF directory
+    (copied); `rows` are the curve records (`CurveLog.rows()`), written as given."""
+    extra = {"model_ref": model_ref, **({"skipped": True} if skipped else {}), "metrics": metrics}
+    with write_artifact(out, kind=KIND, config=config, parents=[a for a in parents if isinstance(a, Artifact)],
+                        extra=extra) as d:
+        if isinstance(model, (str, Path)):
+            shutil.copytree(model, d / MODEL_DIR)
         else:
-            model_src.save_pretrained(d / MODEL_DIR)
-            tokenizer_src.save_pretrained(d / MODEL_DIR)
+            model.save_pretrained(d / MODEL_DIR)
+            tokenizer.save_pretrained(d / MODEL_DIR)
         (d / SID_TOKENS_FILE).write_text(json.dumps(sid_tokens))
         (d / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         with open(d / CURVES_FILE, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-        (d / CURVES_MD).write_text(curves_markdown(rows, curve_keys, title))
-        plot_curves(rows, panels, d / CURVES_PNG, title)
+        (d / CURVES_MD).write_text(curves_markdown(rows, curves.keys, curves.title))
+        plot_curves(rows, curves.panels, d / CURVES_PNG, curves.title)
     return open_artifact(out, kind=KIND)
 
 
-def _pass_through(config, model_in: Artifact | str, sid_by_item: dict[str, str], out: str, parents: list,
-                  title: str) -> Artifact:
+def _pass_through(config, model_in: Artifact | str, table: SIDTable, out: str, parents: list,
+                  curves: CurveSpec) -> Artifact:
     """A disabled stage (ablation switch): the input model republished unchanged, so the DAG keeps its shape."""
     from ..models import resolve_model_dir
 
     ref = _model_ref(config.model, model_in)
-    log.info("%s disabled: passing %s through", title, ref)
-    return _publish(out, config, [a for a in parents if isinstance(a, Artifact)], {"model_ref": ref, "skipped": True},
-                    resolve_model_dir(ref), None, _sid_tokens(model_in, sid_by_item), {"skipped": 1.0}, [], (), title)
+    log.info("%s disabled: passing %s through", curves.title, ref)
+    return _publish(out, config, parents=parents, model_ref=ref, model=resolve_model_dir(ref),
+                    sid_tokens=_sid_tokens(model_in, table), metrics={"skipped": 1.0}, rows=[], curves=curves,
+                    skipped=True)
 
 
 # ---------------------------------------------------------------- cold-start
@@ -175,14 +169,15 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
 
     t0 = time.time()
     out = str(out)
-    sid_by_item, _ = load_catalogue(sids.path)
+    table = read_sid_table(sids.path)
+    parents = [model_in, dataset, sids, corpus]
     if not config.enabled:
-        return _pass_through(config, model_in, sid_by_item, out, [model_in, dataset, sids, corpus], "Cold-start activation")
-    recs = coldstart.records(coldstart.read_reasoning(corpus.path), sid_by_item, config,
-                             source=f"{corpus.uri}/user_reasoning.parquet")
+        return _pass_through(config, model_in, table, out, parents, COLDSTART_CURVES)
+    recs = coldstart.records(coldstart.read_reasoning(corpus.path), table.sid_by_item, config,
+                             source=f"{corpus.uri}/{USER_REASONING_FILE}")
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
-    tokens = _sid_tokens(model_in, sid_by_item)
+    tokens = _sid_tokens(model_in, table)
     ref = _model_ref(config.model, model_in)
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
@@ -191,9 +186,8 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     losses = [r["loss"] for r in rows if "loss" in r]
     metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0,
                **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
-    parents = [a for a in (model_in, dataset, sids, corpus) if isinstance(a, Artifact)]
-    art = _publish(out, config, parents, {"model_ref": ref}, result.model, result.tokenizer, tokens, metrics,
-                   rows, COLDSTART_CURVE_KEYS, "Cold-start activation", COLDSTART_PANELS)
+    art = _publish(out, config, parents=parents, model_ref=ref, model=result.model, tokenizer=result.tokenizer,
+                   sid_tokens=tokens, metrics=metrics, rows=rows, curves=COLDSTART_CURVES)
     shutil.rmtree(work, ignore_errors=True)
     log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
@@ -203,17 +197,15 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
 
 def grpo_rows(config: GRPOStageConfig, dataset: Artifact, sid_by_item: dict[str, str]) -> tuple[list[dict], list[dict]]:
     """(training rows, the fixed validation subset) from the dataset's train / valid splits."""
-    from ..data.schema import read_samples
-
     train = sid_rows(read_samples(dataset.path, "train"), sid_by_item, config.prompt, config.max_samples, config.seed,
-                     source=f"{dataset.uri}/samples.parquet (train)")
+                     source=f"{dataset.uri}/{SAMPLES_FILE} (train)")
     evals: list[dict] = []
     if config.eval_samples:
         valid = read_samples(dataset.path, "valid")
         if valid.empty:
-            raise ReasoningDataError(f"{dataset.uri}/samples.parquet: no valid samples for the Recall@10 curve")
+            raise ReasoningDataError(f"{dataset.uri}/{SAMPLES_FILE}: no valid samples for the Recall@10 curve")
         evals = sid_rows(valid, sid_by_item, config.prompt, config.eval_samples, config.seed,
-                         source=f"{dataset.uri}/samples.parquet (valid)")
+                         source=f"{dataset.uri}/{SAMPLES_FILE} (valid)")
     return train, evals
 
 
@@ -235,10 +227,12 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
 
     t0 = time.time()
     out = str(out)
-    sid_by_item, catalogue = load_catalogue(sids.path)
+    table = read_sid_table(sids.path)
+    parents = [model_in, dataset, sids]
     if not config.enabled:
-        return _pass_through(config, model_in, sid_by_item, out, [model_in, dataset, sids], "GRPO")
-    train_rows, eval_rows = grpo_rows(config, dataset, sid_by_item)
+        return _pass_through(config, model_in, table, out, parents, GRPO_CURVES)
+    catalogue = table.catalogue
+    train_rows, eval_rows = grpo_rows(config, dataset, table.sid_by_item)
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
@@ -248,7 +242,8 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
                                          config.eval_beams))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
-    if grpo.needs_launch(config):  # several GPUs / ZeRO: the same training in `accelerate launch` workers
+    if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):
+        # several GPUs / ZeRO: the same training in `accelerate launch` workers
         info = grpo.launch(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
                            curves.path, eval_rows)
         if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
@@ -261,9 +256,8 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     rows = curves.rows()
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
-    parents = [a for a in (model_in, dataset, sids) if isinstance(a, Artifact)]
-    art = _publish(out, config, parents, {"model_ref": ref}, work / "final", None,
-                   _sid_tokens(model_in, sid_by_item), metrics, rows, GRPO_CURVE_KEYS, "GRPO", GRPO_PANELS)
+    art = _publish(out, config, parents=parents, model_ref=ref, model=work / "final",
+                   sid_tokens=_sid_tokens(model_in, table), metrics=metrics, rows=rows, curves=GRPO_CURVES)
     shutil.rmtree(work, ignore_errors=True)
     log.info("grpo metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
@@ -273,8 +267,6 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
 
 def _open_model(uri: str) -> Artifact | str:
     """A model artifact when the URI is one, else the URI as a plain model reference."""
-    from ..artifacts import MANIFEST
-
     p = Path(uri)
     if uri.startswith("s3://") or (p / MANIFEST).is_file():
         return open_artifact(uri, kind=KIND)
@@ -289,10 +281,8 @@ def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri:
     from ..config import section
     from ..tracking import stage_run
 
-    data = section(config_json, "coldstart")
-    if max_steps:
-        data = {**data, "train": {**data.get("train", {}), "max_steps": max_steps}}
-    config = ColdStartConfig.build(data, source="config_json", **overrides)
+    config = ColdStartConfig.build(section(config_json, "coldstart"), source="config_json",
+                                   train={"max_steps": max_steps or None}, **overrides)
     model_in = _open_model(model_uri)
     dataset = open_artifact(dataset_uri, kind=DATASET_KIND) if dataset_uri else None
     sids = open_artifact(sids_uri, kind=SIDS_KIND)
@@ -301,9 +291,9 @@ def coldstart_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri:
         if isinstance(model_in, Artifact):
             tracker.log_input(model_in, context="model")
         if dataset is not None:
-            tracker.log_input(dataset, context="dataset", table="samples.parquet")
+            tracker.log_input(dataset, context="dataset", table=SAMPLES_FILE)
         tracker.log_input(sids, context="sids")
-        tracker.log_input(corpus, context="training", table="user_reasoning.parquet")
+        tracker.log_input(corpus, context="training", table=USER_REASONING_FILE)
         art = run_coldstart(config, model_in, dataset, sids, corpus, out, tracker=tracker)
         metrics = art.manifest["metrics"]
         tracker.log_metrics({mlflow_name(f"final_{k}"): v for k, v in metrics.items()})
@@ -324,7 +314,7 @@ def grpo_step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str,
     with stage_run("grpo", config, tracking_uri, parent_run_id) as tracker:
         if isinstance(model_in, Artifact):
             tracker.log_input(model_in, context="model")
-        tracker.log_input(dataset, context="training", table="samples.parquet")
+        tracker.log_input(dataset, context="training", table=SAMPLES_FILE)
         tracker.log_input(sids, context="sids")
         art = run_grpo(config, model_in, dataset, sids, out, tracker=tracker)
         metrics = art.manifest["metrics"]

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="model artifact (align/coldstart/grpo output)"),
         dataset: str = typer.Option(..., "--dataset", help="dataset artifact (item ids and titles)"),
         out: str = typer.Option(..., "--out", help="output: the MLflow pyfunc model directory (an artifact)"),
-        sids: str = typer.Option("", "--sids", help="sids artifact (default: the dataset's reference SIDs)"),
+        sids: str = typer.Option(..., "--sids", help="sids artifact (the catalogue the model was trained on)"),
         config: Optional[str] = typer.Option(None, "--config", help="pipeline config YAML/preset; its `serving` section is used"),
     ) -> None:
         """Package a trained model with its catalogue as an MLflow pyfunc model (`mlflow models serve -m DIR`)."""

@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 KIND = "mlflow_model"
 
 
-def catalogue_rows(dataset: Artifact, sids: Artifact | None) -> list[dict]:
-    """item_id, title, sid of every item with a SID (the SIDs artifact's, or the dataset's reference SIDs)."""
-    from ..data.schema import read_items
-    from ..evaluation.stage import load_sid_map
+def catalogue_rows(dataset: Artifact, sids: Artifact) -> list[dict]:
+    """item_id, title, sid of every item of the sids artifact, titles from the dataset."""
+    from ..dataset import read_items
+    from ..sid import read_sid_table
 
-    sid_by_item = load_sid_map(dataset, sids)
+    sid_by_item = read_sid_table(sids.path).sid_by_item
     items = read_items(dataset.path)
     titles = dict(zip(items["item_id"].astype(str), items["title"]))
     return [{"item_id": item, "title": titles.get(item) or "", "sid": sid} for item, sid in sorted(sid_by_item.items())]
@@ -67,16 +67,16 @@ def save_pyfunc(path: Path, model_dir: Path, catalogue: list[dict], config: Serv
     return path
 
 
-def package(config: ServingConfig, model: Artifact, dataset: Artifact, sids: Artifact | None, out: str | Path) -> Artifact:
+def package(config: ServingConfig, model: Artifact, dataset: Artifact, sids: Artifact, out: str | Path) -> Artifact:
     """The served model as a verified artifact at `out`."""
-    from ..data.schema import read_samples
+    from ..dataset import read_samples
     from ..models import resolve_model_dir
 
     catalogue = catalogue_rows(dataset, sids)
     known = {r["item_id"] for r in catalogue}
     test = read_samples(dataset.path, "test")
     example = next((list(h) for h in test["history"] if len(h) and set(h) <= known), None)
-    with write_artifact(out, kind=KIND, config=config, parents=[a for a in (model, dataset, sids) if a is not None],
+    with write_artifact(out, kind=KIND, config=config, parents=[model, dataset, sids],
                         extra={"items": len(catalogue)}) as d:
         staged = d / ".pyfunc"
         save_pyfunc(staged, resolve_model_dir(str(model.path)), catalogue, config, example)
@@ -89,11 +89,11 @@ def package(config: ServingConfig, model: Artifact, dataset: Artifact, sids: Art
 def step(config_json: str, model_uri: str, dataset_uri: str, sids_uri: str, out: str) -> dict:
     """The pipeline step: `serving` section of the config."""
     from ..config import section
-    from ..data.schema import KIND as DATASET_KIND
+    from ..dataset import KIND as DATASET_KIND
     from ..sid import KIND as SIDS_KIND
 
     config = ServingConfig.build(section(config_json, "serving"), source="config_json [serving]")
     art = package(config, open_artifact(model_uri, kind="model"), open_artifact(dataset_uri, kind=DATASET_KIND),
-                  open_artifact(sids_uri, kind=SIDS_KIND) if sids_uri else None, out)
+                  open_artifact(sids_uri, kind=SIDS_KIND), out)
     log.info("packaged %s items with the model at %s", art.manifest["items"], art.uri)
     return {"catalogue_items": float(art.manifest["items"])}

@@ -49,7 +49,7 @@ def write_bundle(dest: Path, model_dir: Path, catalogue: list[dict], config: Ser
 
 class Recommender:
     def __init__(self, model, tokenizer, catalogue: list[dict], config: ServingConfig):
-        from ..evaluation.constrained import SIDTrie
+        from ..decoding.constrained import SIDTrie
 
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.sid_by_item = {r["item_id"]: r["sid"] for r in catalogue}
@@ -117,8 +117,8 @@ class Recommender:
              progress: bool = False) -> tuple[list[list[tuple[str, float]]], list[str | None]]:
         """Top-`num_beams` catalogue SIDs (with log-probabilities) for known-item histories, and the
         reasoning of each in thinking mode. No validation: `check` first, or pass known items only."""
-        from ..evaluation.constrained import rank_sids
-        from ..evaluation.thinking import generate_reasoning
+        from ..decoding.constrained import rank_sids
+        from ..decoding.thinking import generate_reasoning
         from ..prompts import chat_prompt, sid_history_prompt
 
         tok, cfg = self.tokenizer, self.config

@@ -1,4 +1,4 @@
-"""Semantic-ID stage settings (SPEC §1). Defaults follow the paper/reference where one exists;
+"""Semantic-ID stage settings (paper §3.2.1). Defaults follow the paper/reference where one exists;
 the RQ-VAE hidden sizes default smaller than the reference (2048-1024-512-256-128-64) so the
 default run trains in seconds on a CPU; set `hidden_dims` to the reference list to match it."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Residual-quantised VAE over item embeddings (SPEC §1), in plain torch.
+"""Residual-quantised VAE over item embeddings (paper §3.2.1), in plain torch.
 
 x -> MLP encoder -> z; level l quantises the residual r_l (r_0 = z) to its nearest code e_l,
 r_{l+1} = r_l - e_l; the decoder reconstructs x from sum_l e_l (straight-through gradient).

@@ -9,7 +9,6 @@ Artifact (kind "sids"):
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ..artifacts import Artifact, open_artifact, write_artifact
 from ..sid import KIND, SIDS_FILE, Catalogue, SIDError, format_sid, parse_sid
+from ..training.runtime import cpu_threads
 from .collisions import check_code_space, check_distinct, collision_stats, resolve
 from .config import SidsConfig
 from .errors import SidsError
@@ -34,21 +34,6 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 
 SIDS_SCHEMA = pa.schema([("item_id", pa.string()), ("sid", pa.string()), ("codes", pa.list_(pa.int32()))])
-
-
-# ---- reading a sids artifact (what later stages use) ----
-
-def read_sids(artifact_dir: str | Path) -> pd.DataFrame:
-    """The SID table: item_id, sid, codes (list of ints)."""
-    df = pq.read_table(Path(artifact_dir) / SIDS_FILE).to_pandas()
-    df["codes"] = df["codes"].map(list)
-    return df
-
-
-def load_catalogue(artifact_dir: str | Path) -> Catalogue:
-    """The catalogue trie of a sids artifact (raises SIDError if SIDs are shared, e.g. collisions=keep)."""
-    df = pq.read_table(Path(artifact_dir) / SIDS_FILE, columns=["item_id", "sid"]).to_pandas()
-    return Catalogue(zip(df["item_id"], df["sid"]))
 
 
 # ---- pieces ----
@@ -116,29 +101,14 @@ def _finish(codes: np.ndarray, config: SidsConfig, k: int, cost_fn, own_cost) ->
     return codes, stats
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    if not n:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(config: SidsConfig, dataset: Artifact | str | Path, out: str | Path, progress: bool = True) -> Artifact:
     """Items of a dataset artifact -> a sids artifact (see module docstring)."""
-    with _threads(config.num_threads):
+    with cpu_threads(config.num_threads):
         return _run(config, dataset, out, progress)
 
 
 def _run(config: SidsConfig, dataset: Artifact | str | Path, out: str | Path, progress: bool) -> Artifact:
-    from ..data.schema import read_items
+    from ..dataset import read_items
 
     art = dataset if isinstance(dataset, Artifact) else open_artifact(dataset, kind="dataset")
     items = read_items(art.path)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SASRecConfig
-from ..metrics import rank_metrics
+from ...metrics import rank_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
-"""THE shared SFT machinery (alignment, SPEC §3, and the cold-start reasoning SFT, SPEC §4).
+"""The SFT machinery of every SFT stage: SID-language alignment (paper §3.2.2-3.2.3) and the
+cold-start reasoning activation (paper §3.3.1).
 
-Stable API (other stages import only these names):
-
-    from sidreasoner_core.align.sft import SFTOptions, SFTResult, train_sft, save_result, build_trainer
+    from sidreasoner_core.training.sft import SFTOptions, SFTResult, train_sft, save_result, build_trainer
 
     result = train_sft(
         "smollm2",                 # model reference (models.resolve_model_dir), a directory, or a loaded model
@@ -28,27 +27,31 @@ prompt and tokenized on its own, so the training tokens match what the model see
 Training runs through TRL's `SFTTrainer` on pre-tokenized rows (`input_ids`, `completion_mask`,
 `task_id`); TRL turns the mask into labels (-100 outside the completion) and truncates to
 `max_length`. Per-task training losses are logged as `loss_<task>`, validation losses as
-`eval_<task>_loss`. With `num_gpus > 1` the run re-launches itself under `accelerate launch`
-(DeepSpeed ZeRO-2/3 per `SFTOptions.deepspeed`, see `align.launch`).
+`eval_<task>_loss`. With `num_gpus > 1` or a DeepSpeed stage the same training runs in
+`accelerate launch` workers (`training.launch`); the caller gets the same `SFTResult`, and its
+callbacks see the workers' logs replayed (`on_log` only: they ran in other processes).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
-from .config import SFTOptions
+from . import launch as launcher
+from .checkpoints import CHECKPOINTS, checkpoint_step, last_complete_checkpoint
+from .options import SFTOptions
+from .runtime import has_gpu, trainer_precision
+from .trl_args import build_trl_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SFTOptions", "SFTResult", "train_sft", "save_result", "tokenize_record", "build_dataset",
-           "TaskCollator", "last_complete_checkpoint", "split_by_task", "build_trainer"]
+           "TaskCollator", "split_by_task", "build_trainer", "worker"]
 
-CHECKPOINTS = "checkpoints"
 DEFAULT_TASK = "default"
 
 
@@ -256,75 +259,31 @@ def _early_stopping(patience: int):
     return TaskEarlyStopping(early_stopping_patience=patience)
 
 
-def last_complete_checkpoint(ckpt_dir: str | Path) -> str | None:
-    """Newest checkpoint-N with its trainer state and weights; half-written newer ones are removed
-    (a kill during a save must not break the resume)."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return None
-    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for p in found:
-        has_weights = any(p.glob("*.safetensors")) or any(p.glob("pytorch_model*.bin")) or any(p.glob("global_step*"))
-        if (p / "trainer_state.json").is_file() and has_weights:
-            return str(p)
-        log.warning("removing incomplete checkpoint %s", p)
-        shutil.rmtree(p, ignore_errors=True)
-    return None
-
-
-def _precision(opts: SFTOptions) -> dict:
-    import torch
-
-    p = opts.precision
-    if p == "auto":
-        p = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": p == "bf16", "fp16": p == "fp16"}
-
-
 def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_eval: bool):
-    import torch
-
+    """TRL's SFTConfig from our options (same-named fields pass through, see `training.trl_args`)."""
     SFTConfig, _, _ = _trl()
     eval_strategy = opts.eval_strategy if has_eval else "no"
-    save_strategy = "epoch" if eval_strategy == "epoch" else "steps"
-    kwargs: dict[str, Any] = dict(
+    # DeepSpeed comes from the accelerate config the run was launched with (training.launch), not from here.
+    return build_trl_config(
+        SFTConfig, opts,
         output_dir=str(output_dir),
-        learning_rate=opts.learning_rate,
-        per_device_train_batch_size=opts.per_device_train_batch_size,
-        per_device_eval_batch_size=opts.per_device_eval_batch_size,
-        gradient_accumulation_steps=opts.gradient_accumulation_steps,
-        num_train_epochs=opts.num_train_epochs,
-        max_steps=opts.max_steps,
-        lr_scheduler_type=opts.lr_scheduler_type,
-        warmup_steps=opts.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        weight_decay=opts.weight_decay,
-        max_grad_norm=opts.max_grad_norm,
         eval_strategy=eval_strategy,
         eval_steps=opts.eval_steps if eval_strategy == "steps" else None,
-        save_strategy=save_strategy,
+        save_strategy="epoch" if eval_strategy == "epoch" else "steps",
         save_steps=opts.eval_steps,
-        save_total_limit=opts.save_total_limit,
         load_best_model_at_end=bool(metric) and eval_strategy != "no",
         metric_for_best_model=metric if eval_strategy != "no" else None,
         greater_is_better=False if metric else None,
-        logging_steps=opts.logging_steps,
-        seed=opts.seed,
         data_seed=opts.seed,
-        activation_checkpointing=opts.gradient_checkpointing,
-        max_length=opts.max_length,
         completion_only_loss=True,
         packing=False,
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not has_gpu(),
         dataloader_num_workers=0,
-        train_sampling_strategy=opts.sampling,
         eval_on_start=opts.eval_on_start and eval_strategy != "no",
         save_only_model=False,  # optimizer + scheduler + RNG states make the resume exact
-        **_precision(opts),
+        **trainer_precision(opts.precision),
     )
-    # DeepSpeed comes from the accelerate config the run was launched with (align.launch), not from here.
-    return SFTConfig(**kwargs)
 
 
 def _load(model, tokenizer, sid_tokens, seed: int = 42, init: str = "random"):
@@ -342,13 +301,6 @@ def _load(model, tokenizer, sid_tokens, seed: int = 42, init: str = "random"):
         tokenizer.pad_token = tokenizer.eos_token
     added = add_sid_tokens(tokenizer, model, list(sid_tokens), mean_resizing=init == "mean") if sid_tokens else 0
     return model, tokenizer, added
-
-
-WORKER_ENV = "SIDREASONER_SFT_WORKER"  # set inside `accelerate launch` workers: never re-launch
-
-
-def _needs_launch(opts: SFTOptions) -> bool:
-    return (opts.num_gpus > 1 or opts.deepspeed != "none") and not os.environ.get(WORKER_ENV)
 
 
 def _eval_losses_at(history: list[dict], step: int | None, tasks: list[str]) -> dict[str, float]:
@@ -408,6 +360,11 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
     return trainer, added
 
 
+RESULT_FILE = "sft_result.json"   # the run's figures, written by the (main) training process
+LAUNCH_DIR = "_launch"            # job + records handed to launched workers
+FINAL_DIR = "final"               # the model the workers save (gathered from ZeRO-3 shards)
+
+
 def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *,
               tokenizer=None, sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
               callbacks: Sequence = ()) -> SFTResult:
@@ -418,11 +375,9 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
     train_list, eval_list = _records(train_records), _records(eval_records)
     if not train_list:
         raise SFTDataError("train_sft: no training records")
-    if _needs_launch(opts):
-        from .launch import launch_multi_process
-
-        return launch_multi_process(model, train_list, eval_list, opts, out_dir, sid_tokens=sid_tokens,
-                                    early_stopping_task=early_stopping_task, tokenizer=tokenizer)
+    if launcher.needs_launch(opts.num_gpus, opts.deepspeed):
+        return _train_in_workers(model, train_list, eval_list, opts, out_dir, tokenizer=tokenizer,
+                                 sid_tokens=sid_tokens, early_stopping_task=early_stopping_task, callbacks=callbacks)
 
     trainer, added = build_trainer(model, train_list, eval_list, opts, out_dir, tokenizer=tokenizer,
                                    sid_tokens=sid_tokens, early_stopping_task=early_stopping_task,
@@ -435,9 +390,7 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
 
     state = trainer.state
     history = list(state.log_history)
-    best_step = None
-    if state.best_model_checkpoint:
-        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    best_step = checkpoint_step(state.best_model_checkpoint) if state.best_model_checkpoint else None
     train_losses: dict[str, float] = {}
     for h in history:
         train_losses.update({k[len("loss_"):]: v for k, v in h.items() if k.startswith("loss_")})
@@ -450,10 +403,84 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
         first_eval_losses=_eval_losses_at(history, first_evals[0], tasks) if first_evals else {},
         log_history=history, trainer=trainer)
     if trainer.is_world_process_zero():
-        (out_dir / "sft_result.json").write_text(json.dumps(
+        (out_dir / RESULT_FILE).write_text(json.dumps(
             {"metrics": result.metrics(), "best_checkpoint": result.best_checkpoint, "resumed_from": resume,
-             "tasks": tasks, "sid_tokens_added": added, "log_history": history}, indent=1, default=str))
+             "tasks": tasks, "sid_tokens_added": added, "eval_losses": result.eval_losses,
+             "first_eval_losses": result.first_eval_losses, "log_history": history}, indent=1, default=str))
     return result
+
+
+# ---------------------------------------------------------------- multi-process (training.launch)
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_job_inputs(model, train: list[dict], evals: list[dict], opts: SFTOptions, out_dir: Path, *,
+                     sid_tokens=None, early_stopping_task=None, tokenizer=None) -> tuple[Path, dict]:
+    """(job dir, payload): the records as JSON lines beside the job, an in-memory model saved as a directory."""
+    d = Path(out_dir) / LAUNCH_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    if not isinstance(model, (str, os.PathLike)):  # an in-memory model crosses the process boundary as a directory
+        model.save_pretrained(d / "base")
+        tokenizer.save_pretrained(d / "base")
+        model = d / "base"
+    _write_jsonl(d / "train.jsonl", train)
+    _write_jsonl(d / "eval.jsonl", evals)
+    payload = {"model": str(model), "opts": opts.model_dump(mode="json"), "out_dir": str(out_dir),
+               "sid_tokens": list(sid_tokens) if sid_tokens else None, "early_stopping_task": early_stopping_task}
+    return d, payload
+
+
+def worker(payload: dict, job_dir: Path) -> None:
+    """What every launched process runs: the same `train_sft`, then one save of the (gathered) model."""
+    opts = SFTOptions.model_validate(payload["opts"])
+    result = train_sft(payload["model"], _read_jsonl(job_dir / "train.jsonl"), _read_jsonl(job_dir / "eval.jsonl"),
+                       opts, payload["out_dir"], sid_tokens=payload["sid_tokens"],
+                       early_stopping_task=payload["early_stopping_task"])
+    final = Path(payload["out_dir"]) / FINAL_DIR
+    result.trainer.save_model(str(final))  # gathers ZeRO-3 shards; writes on the main process only
+    if result.trainer.is_world_process_zero():
+        result.tokenizer.save_pretrained(final)
+
+
+def replay_logs(callbacks: Sequence, history: list[dict]) -> None:
+    """Feed the workers' log history to callbacks that record logs (`on_log`), in step order."""
+    for cb in callbacks:
+        if not hasattr(cb, "on_log"):
+            continue
+        for h in history:
+            cb.on_log(None, SimpleNamespace(global_step=int(h.get("step", 0))), None, logs=dict(h))
+
+
+def _train_in_workers(model, train, evals, opts: SFTOptions, out_dir: Path, *, sid_tokens=None,
+                      early_stopping_task=None, tokenizer=None, callbacks: Sequence = ()) -> SFTResult:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    job_dir, payload = write_job_inputs(model, train, evals, opts, out_dir, sid_tokens=sid_tokens,
+                                        early_stopping_task=early_stopping_task, tokenizer=tokenizer)
+    launcher.launch("sidreasoner_core.training.sft:worker", payload, job_dir, num_gpus=opts.num_gpus,
+                    deepspeed=opts.deepspeed, precision=opts.precision)
+    final = Path(out_dir) / FINAL_DIR
+    info = json.loads((Path(out_dir) / RESULT_FILE).read_text())
+    m = info["metrics"]
+    history = info.get("log_history", [])
+    replay_logs(callbacks, history)
+    return SFTResult(
+        model=AutoModelForCausalLM.from_pretrained(final), tokenizer=AutoTokenizer.from_pretrained(final),
+        global_step=int(m["global_step"]), tasks=info["tasks"], best_metric=m.get("best_metric"),
+        best_checkpoint=info.get("best_checkpoint"), resumed_from=info.get("resumed_from"),
+        train_loss=m.get("train_loss"),
+        train_losses={k[len("train_loss_"):]: v for k, v in m.items() if k.startswith("train_loss_")},
+        eval_losses=info.get("eval_losses", {}), first_eval_losses=info.get("first_eval_losses", {}),
+        log_history=history)
 
 
 def save_result(result: SFTResult, dest: str | Path) -> Path:

@@ -1,5 +1,5 @@
 """Thinking mode: reasoning generated up to `</think>` (closed by force at a length limit), after
-which the constrained SID search continues from `</think>\\n\\n` (SPEC §4, §6)."""
+which the constrained SID search continues from `</think>\\n\\n` (paper §3.3.1, §4.1.1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,9 +1,9 @@
 """Optional constrained rollouts: free reasoning, then only a catalogue SID after `</think>`.
 
-Built on the evaluation stage's compiled trie and its `TrieLogitsProcessor` (which constrains a
-SID that starts at a known position). During a rollout the SID starts wherever the row closed
-its reasoning, so this wrapper finds, per row, the `</think>` token(s) and the whitespace after it,
-then hands the row to the evaluation's processor with that start. Rows still reasoning are left
+Built on the compiled catalogue trie and its `TrieLogitsProcessor` (`decoding.constrained`, which
+constrains a SID that starts at a known position). During a rollout the SID starts wherever the row
+closed its reasoning, so this wrapper finds, per row, the `</think>` token(s) and the whitespace after
+it, then hands the row to the trie processor with that start. Rows still reasoning are left
 untouched. `</think>` may be one token (Qwen3) or a short token sequence (SmolLM2): the row is matched against
 the tokenizer's own encoding of it. The paper's reference runs did not constrain rollouts (hence
 off by default).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .rewards import THINK_CLOSE
+from ..prompts import THINK_CLOSE
 
 MAX_SEPARATOR_TOKENS = 2  # "\n\n" between </think> and the SID: at most this many whitespace tokens
 
@@ -46,12 +46,12 @@ class ThinkingSIDLogitsProcessor:
     """HF logits processor: unconstrained until `</think>`, then whitespace, then one catalogue SID, then EOS."""
 
     def __init__(self, trie, close_ids: list[int], eos_token_id: int, whitespace_ids: list[int]):
-        from ..evaluation.constrained import TrieLogitsProcessor
+        from .constrained import TrieLogitsProcessor
 
         self.trie, self.eos = trie, eos_token_id
         self.close = torch.tensor(close_ids, dtype=torch.long)
         self.space = torch.tensor(whitespace_ids, dtype=torch.long)
-        self._processor = TrieLogitsProcessor  # the evaluation's per-start processor
+        self._processor = TrieLogitsProcessor  # the trie's per-start processor
         self._level0 = trie.tokens[0]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ class ThinkingSIDLogitsProcessor:
 
 
 def thinking_sid_logits_processor(tokenizer, catalogue) -> ThinkingSIDLogitsProcessor:
-    from ..evaluation.constrained import SIDTrie
+    from .constrained import SIDTrie
 
     trie = SIDTrie.build(list(catalogue.item_by_sid), tokenizer)
     return ThinkingSIDLogitsProcessor(trie, close_token_ids(tokenizer), tokenizer.eos_token_id,

@@ -1,0 +1,105 @@
+"""Evaluation step 1, load: the split's samples with their SID histories, the catalogue, the model
+and the compiled catalogue trie."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..artifacts import Artifact, ArtifactError, open_artifact
+from ..dataset import SAMPLES_FILE, read_items, read_samples
+from ..sid import SIDTable, read_sid_table
+from .config import EvaluateConfig, resolve_device
+from .errors import EvaluationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalData:
+    """The split being scored, as SIDs."""
+
+    samples: pd.DataFrame
+    table: SIDTable
+    history_sids: list[list[str]]
+    target_sids: list[str]
+
+
+@dataclass
+class EvalModel:
+    model: Any
+    tokenizer: Any
+    path: Path
+    trie: Any   # decoding.constrained.SIDTrie over the catalogue's SIDs
+
+
+def sid_table(dataset: Artifact, sids: Artifact | None) -> SIDTable:
+    """The sids artifact's table, or the dataset's reference SIDs when none is given."""
+    if sids is not None:
+        return read_sid_table(sids.path)
+    items = read_items(dataset.path)
+    items = items[items["reference_sid"].notna()]
+    source = f"{dataset.uri}/items.parquet (reference_sid)"
+    if items.empty:
+        raise EvaluationError(f"{source}: no SID artifact given and the dataset has no reference SIDs")
+    return SIDTable.from_pairs(zip(items["item_id"].astype(str), items["reference_sid"]), source=source)
+
+
+def history_sids(df: pd.DataFrame, sid_by_item: dict[str, str], source: str) -> list[list[str]]:
+    """Each sample's history as SIDs; a history or target item without a SID is an error naming it."""
+    out = []
+    for i, (hist, target) in enumerate(zip(df["history"], df["target"])):
+        missing = next((h for h in list(hist) + [target] if h not in sid_by_item), None)
+        if missing is not None:
+            raise EvaluationError(f"{source}: sample {i} (user {df['user_id'].iloc[i]!r}): item {missing!r} has no SID")
+        out.append([sid_by_item[h] for h in hist])
+    return out
+
+
+def load_data(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None) -> EvalData:
+    table = sid_table(dataset, sids)
+    samples = read_samples(dataset.path, config.split)
+    if samples.empty:
+        raise EvaluationError(f"{dataset.uri}: split {config.split!r} has no samples")
+    hist = history_sids(samples, table.sid_by_item, f"{dataset.uri}/{SAMPLES_FILE}[{config.split}]")
+    return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]])
+
+
+def resolve_model(model_uri: str) -> Path:
+    """A "model" artifact (HF directory under model/) or any reference `models.resolve_model_dir` takes."""
+    from ..models import resolve_model_dir
+
+    try:
+        art = open_artifact(model_uri)
+    except ArtifactError:
+        return resolve_model_dir(model_uri)
+    if (art.path / "model" / "config.json").exists():
+        return art.path / "model"
+    return resolve_model_dir(str(art.path))
+
+
+def load_eval_model(model_uri: str, config: EvaluateConfig):
+    """(model in eval mode on the configured device, tokenizer with a pad token, model directory)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(model_uri)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype))
+    return model.to(resolve_device(config.device)).eval(), tok, path
+
+
+def load_model(config: EvaluateConfig, model_uri: str, table: SIDTable) -> EvalModel:
+    """The model, its tokenizer and the catalogue trie compiled for that tokenizer."""
+    from ..decoding.constrained import SIDTrie
+    from ..models import add_sid_tokens
+
+    model, tok, path = load_eval_model(model_uri, config)
+    if config.add_missing_sid_tokens and add_sid_tokens(tok, model, table.vocabulary()):
+        log.warning("evaluate: SID tokens added with random embeddings (add_missing_sid_tokens)")
+    return EvalModel(model, tok, path, SIDTrie.build(table.item_by_sid, tok))
