@@ -4,7 +4,7 @@
 reason go to MLflow (tags on the model version and the parent run) and to a Markdown report.
 
 Scoring is evaluation's: constrained beam search over each model's own catalogue trie (paper
-§3.3) and Recall/NDCG at SID level (an item sharing a SID counts as that SID). A retrained model
+§4.1.1) and Recall/NDCG at SID level (an item sharing a SID counts as that SID). A retrained model
 may have other SIDs and another catalogue than the champion, so each model maps the split's item
 ids through its own catalogue; history items a model does not know are left out of its prompt and
 a target it does not know is a miss. SASRec's figure comes from the baselines artifact, on the

@@ -18,7 +18,7 @@ import pytest
 
 from mlflow_server import mlflow_server  # noqa: F401
 
-# Alignment on task 5 only (history of SIDs -> next SID, paper §3.1) over the sample's reference SIDs,
+# Alignment on task 5 only (history of SIDs -> next SID, paper §3.2.2) over the sample's reference SIDs,
 # enough steps for the tiny model to learn which SIDs come next (recall@10 ~0.2 on the test split,
 # near most-popular); cold-start and GRPO off: the gate, not the recipe, is under test.
 ALIGN_STEPS, ALIGN_LR = 80, 1e-2

@@ -1,8 +1,9 @@
 """The recommender behind the served model: a bundle directory (HF model, catalogue, serving
 config) loaded once, answering "next items for these histories".
 
-Decoding and prompts are evaluation's (constrained beam search over the catalogue trie, paper
-§3.3; thinking mode reasons first, paper §4), so a served answer is what evaluation scored.
+Decoding (`decoding/`) and prompts are the ones evaluation uses (constrained beam search over the
+catalogue trie, the full ranking of paper §4.1.1; thinking mode reasons first, paper §3.1.2), so
+a served answer is what evaluation scored.
 
 Bundle layout:
     model/             the Hugging Face model directory (with its SID tokens)
