@@ -19,11 +19,17 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     from sidreasoner_core.stages import validate_pipeline_config
     from pipelines.sidreasoner import sidreasoner_pipeline
 
+    # Everything is checked before the run folder exists: a typo leaves nothing behind.
+    config_json = json.dumps(validate_pipeline_config(config, name=str(config)))
+    from sidreasoner_core.data.errors import DataError
+    from sidreasoner_core.storage import is_s3
+
+    if not is_s3(data_uri) and not Path(data_uri).exists():
+        raise DataError(f"{data_uri}: input does not exist")
     out = Path(out_dir).resolve() / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
-    config_json = json.dumps(validate_pipeline_config(config, name=str(config)))
     root = out / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     started = time.time()

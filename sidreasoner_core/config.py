@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound="StageConfig")
 
@@ -20,6 +20,17 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     pass
+
+
+def _step_budget(v: int) -> int:
+    if v == 0 or v < -1:
+        raise ValueError(f"{v} is not a step budget: give a positive number of steps, or -1 to let epochs decide")
+    return v
+
+
+# An optimizer-step budget: > 0 bounds the run, -1 leaves it to the epochs; 0 or other negatives would
+# silently train nothing or forever, so they fail validation before any work starts.
+StepBudget = Annotated[int, AfterValidator(_step_budget)]
 
 
 class StageConfig(BaseModel):
@@ -55,14 +66,24 @@ def load_mapping(source: str | Path | dict | None) -> dict:
         return source
     text = str(source)
     if text.lstrip().startswith("{"):
-        return json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config JSON: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON: top level must be a mapping")
+        return data
     path = Path(text)
     if not path.exists() and (PRESETS_DIR / f"{text}.yaml").exists():
         path = PRESETS_DIR / f"{text}.yaml"
     if not path.exists():
         raise ConfigError(f"{text}: config file or preset not found (presets: {list_presets()})")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -71,6 +92,8 @@ def load_mapping(source: str | Path | dict | None) -> dict:
 
 
 def section(source: str | Path | dict | None, name: str) -> dict:
+    """The `name` section of a pipeline config. (The command line validates the whole config --
+    every section, unknown ones too -- before a command starts: `stages.validate_pipeline_config`.)"""
     data = load_mapping(source)
     value = data.get(name) or {}
     if not isinstance(value, dict):

@@ -124,8 +124,9 @@ def test_a_killed_write_leaves_no_readable_artifact(tmp_path, previous):
     else:
         with pytest.raises(ArtifactError, match="does not exist"):
             open_artifact(out)
-    _write(out, "v3")  # the next write goes through regardless of the leftovers
+    _write(out, "v3")  # the next write goes through and removes the killed write's leftovers
     assert (open_artifact(out).path / "a.txt").read_text() == "v3"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".art.")]
 
 
 # ------------------------------------------------------------------ S3 (moto server over HTTP)
@@ -188,3 +189,46 @@ def test_a_write_killed_while_publishing_leaves_old_or_new(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     art = open_artifact(out, kind="dataset")  # verified: whole, either version
     assert (art.path / "a.txt").read_text() in {"v1", "v2"}
+
+
+def test_s3_killed_write_is_replaced_but_a_foreign_prefix_is_refused(s3_bucket):
+    """A prefix left by a killed upload (its `.writing.json` marker, no manifest) is the writer's own
+    leftover and is replaced; objects the writer did not put there are refused, named, and kept."""
+    import json
+
+    from sidreasoner_core.artifacts import OutputError
+    from sidreasoner_core.storage import s3_client
+
+    client = s3_client()
+    client.put_object(Bucket=s3_bucket, Key="z/.writing.json", Body=json.dumps({"kind": "dataset"}).encode())
+    client.put_object(Bucket=s3_bucket, Key="z/items.parquet", Body=b"half")
+    with write_artifact(f"s3://{s3_bucket}/z", kind="dataset") as d:
+        (d / "a.txt").write_text("v1")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="z/")["Contents"])
+    assert keys == ["z/a.txt", "z/manifest.json"]
+    assert (open_artifact(f"s3://{s3_bucket}/z", kind="dataset").path / "a.txt").read_text() == "v1"
+
+    client.put_object(Bucket=s3_bucket, Key="f/report.pdf", Body=b"%PDF")
+    with pytest.raises(OutputError, match=r"f: holds 1 file\(s\) that are not an artifact \(e\.g\. 'report\.pdf'\)"):
+        with write_artifact(f"s3://{s3_bucket}/f", kind="dataset") as d:
+            (d / "a.txt").write_text("v1")
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="f/")["Contents"]] == ["f/report.pdf"]
+
+
+def test_leftovers_of_live_writers_are_kept(tmp_path):
+    """Only temp folders whose writer process is gone are removed (a concurrent writer's are not)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f".art.tmp-{int(dead.stdout)}-0123abcd"
+    live = tmp_path / f".art.tmp-{os.getpid()}-4567abcd"
+    gone.mkdir(), live.mkdir()
+    _write(tmp_path / "art", "v1")
+    assert not gone.exists() and live.exists()
+
+
+def test_a_failing_write_removes_the_folders_it_made(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError):
+        with write_artifact(tmp_path / "a" / "b" / "c" / "art", kind="dataset") as d:
+            (d / "x.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.rglob("*")] == ["a"]  # `a` was there before; b and c are gone

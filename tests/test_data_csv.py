@@ -23,7 +23,9 @@ INDUSTRIAL = REPO.parent / "shared" / "data" / "amazon18" / "Industrial_and_Scie
 def test_sample_reproduces_its_counts(sample_dataset):
     stats = sample_dataset.manifest["stats"]
     assert stats["format"] == "csv" and stats["items"] == 400 and stats["reference_sids"] == 400
-    assert stats["samples"] == {"train": 249, "valid": 103, "test": 123} and stats["dropped"] == {}
+    assert stats["samples"] == {"train": 249, "valid": 103, "test": 123}
+    assert stats["dropped"] == {"items_no_title": 0, "meta_duplicate": 0, "samples_bad_item": 0,
+                                "samples_duplicate": 0, "samples_no_title": 0}
     items, samples = read_items(sample_dataset.path), read_samples(sample_dataset.path)
     assert len(items) == 400 and items["item_id"].is_unique
     assert "_row" not in samples.columns
@@ -79,8 +81,8 @@ def test_skip_bad_csv_lines_quarantines_them(tmp_path):
     art = run(DataConfig(skip_bad_lines=True), d, tmp_path / "out")
     stats = art.manifest["stats"]
     assert stats["samples"] == {"train": 249, "valid": 103, "test": 123}
-    assert stats["dropped"] == {"bad_line:wrong_field_count": 1, "bad_line:malformed_history": 1,
-                                "bad_line:missing_field": 1}
+    assert {k: v for k, v in stats["dropped"].items() if v} == {
+        "bad_line:wrong_field_count": 1, "bad_line:malformed_history": 1, "bad_line:missing_field": 1}
     recs = [json.loads(x) for x in (art.path / QUARANTINE_FILE).read_text().splitlines()]
     assert [(Path(r["file"]).name, r["line"], r["reason"]) for r in recs] == [
         ("test.csv", 3, "wrong_field_count"), ("test.csv", 5, "malformed_history"), ("test.csv", 6, "missing_field")]
@@ -96,14 +98,19 @@ def test_missing_column_is_named(tmp_path):
         build(DataConfig(), d)
 
 
-def test_missing_title_in_item_table_is_named(tmp_path):
+def test_items_without_title_are_dropped_and_counted_as_in_raw(tmp_path):
+    """Parity with the raw readers: an item without a usable title is dropped (items_no_title), its
+    samples too (samples_no_title), and it leaves the histories it was in."""
     d = _copy_sample(tmp_path)
     items = json.loads((d / "item.json").read_text())
-    first = next(iter(items))
-    del items[first]["title"]
+    clean = build(DataConfig(), d)[1]
+    target = clean["target"].value_counts().index[0]  # an item that is some samples' target
+    del items[target]["title"]
     (d / "item.json").write_text(json.dumps(items))
-    with pytest.raises(DataError, match=rf"item\.json: item '{first}' has no field 'title'"):
-        build(DataConfig(), d)
+    its, samples, stats, _ = build(DataConfig(), d)
+    assert stats["dropped"]["items_no_title"] == 1 and target not in set(its["item_id"])
+    assert stats["dropped"]["samples_no_title"] == int((clean["target"] == target).sum()) > 0
+    assert not samples["target"].eq(target).any() and not samples["history"].map(lambda h: target in h).any()
 
 
 def test_unknown_history_id_names_the_row(tmp_path):
@@ -123,7 +130,7 @@ def test_every_row_skipped_is_an_error(tmp_path):
         f = d / f"{split}.csv"
         lines = f.read_text().splitlines()
         f.write_text("\n".join([lines[0]] + [",".join(["x"] * 3)] * 2) + "\n")
-    with pytest.raises(DataError, match="no samples left after skipping 6 bad line"):
+    with pytest.raises(DataError, match=r"train\.csv: split 'train' is empty \(no rows; 2 bad line\(s\) skipped\)"):
         build(DataConfig(skip_bad_lines=True), d)
 
 
@@ -189,3 +196,38 @@ def test_named_format_that_does_not_fit_the_directory(tmp_path):
         build(DataConfig(format="csv"), root)
     with pytest.raises(DataError, match="expected one reviews file and one meta"):
         build(DataConfig(format="amazon2023"), SAMPLE)
+
+
+def test_csv_and_raw_readers_count_the_same_faults_the_same_way(tmp_path):
+    """The same meta faults (a scraped-HTML title, a too-short title, a repeated item record) arrive once as
+    a raw 2018 dump and once as processed CSV: both readers drop the same items, under the same reasons."""
+    import csv as csvmod
+
+    from data_helpers import write_lines
+
+    root, _ = make_raw(tmp_path / "raw" / "Cat", "amazon2018", seed=4)
+    meta = root / "meta_Cat.json"
+    recs = [json.loads(x) for x in meta.read_text().splitlines()]
+    recs[1]["title"] = '<span class="a-size-medium">x</span>'
+    recs[2]["title"] = " a "
+    write_lines(meta, [json.dumps(r) for r in recs] + [json.dumps(dict(recs[3], title="Second copy"))])
+    items_raw, samples_raw, stats_raw, _ = build(DataConfig(k_core=2), root)
+
+    d = tmp_path / "csv" / "Cat"
+    d.mkdir(parents=True)
+    entries = [json.dumps(r["asin"]) + ": " + json.dumps({"title": r["title"], "description": "",
+                                                           "brand": "", "categories": ""})
+               for r in recs + [dict(recs[3], title="Second copy")]]
+    (d / "item.json").write_text("{" + ",\n".join(entries) + "}")  # the repeated key, as a file can hold it
+    for split in ("train", "valid", "test"):
+        rows = samples_raw[samples_raw["split"] == split]
+        with open(d / f"{split}.csv", "w", newline="") as f:
+            w = csvmod.writer(f)
+            w.writerow(["user_id", "history_item_id", "item_id"])
+            w.writerows([u, repr(list(h)), t] for u, h, t in zip(rows["user_id"], rows["history"], rows["target"]))
+    items_csv, samples_csv, stats_csv, _ = build(DataConfig(), d)
+    for reason in ("items_no_title", "meta_duplicate"):
+        assert stats_csv["dropped"][reason] == stats_raw["dropped"][reason] > 0, reason
+    assert set(items_csv["item_id"]) >= set(items_raw["item_id"])
+    assert dict(zip(items_csv["item_id"], items_csv["title"]))[recs[3]["asin"]] == recs[3]["title"]  # first wins
+    assert len(samples_csv) == len(samples_raw) and stats_csv["samples"] == stats_raw["samples"]

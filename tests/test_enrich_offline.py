@@ -181,3 +181,33 @@ def test_ray_vllm_engine_needs_vllm(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(RuntimeError, match="needs vllm"):
         _send({"k": {"messages": []}}, EnrichConfig(backend="ray", ray_engine="vllm"))
+
+
+def test_offline_rationale_keeps_its_signal_in_a_short_budget(offline_corpus):
+    """Interests, their shift and the expected next item come first: a 20-word cut keeps them."""
+    from sidreasoner_core.corpus import read_user_reasoning
+    from sidreasoner_core.reasoning.samples import shorten
+
+    us = read_user_reasoning(offline_corpus.path)
+    cut = [shorten(r, 20) for r in us["reasoning"]]
+    assert sum("Next: a " in c for c in cut) / len(cut) >= 0.95
+    assert all(c.startswith(("From ", "Steady on ")) for c in cut)
+    assert not any("<a_" in c for c in cut)       # the SID anchor comes last and is cut first
+
+
+def test_corpus_reports_how_identifying_its_traces_are(offline_corpus, enrich_inputs, tmp_path):
+    from sidreasoner_core.enrich.leakage import identifying_share
+    from sidreasoner_core.enrich.prompts import ItemInfo
+
+    stats = offline_corpus.manifest["stats"]
+    assert 0 < stats["reasoning_identifying"] <= stats["reasoning_states_target_type"] == 1.0  # hint on
+    dataset, sids = enrich_inputs
+    blind = run(EnrichConfig(offline_target_hint=False), dataset, sids, tmp_path / "blind").manifest["stats"]
+    assert blind["reasoning_identifying"] < stats["reasoning_identifying"] / 4    # without the target: little leak
+    # the figure itself: a unique (type, brand) pair stated = identifying; a shared one or no brand match = not
+    a = ItemInfo(item_id="a", sid="<a_1>", title="Hex bolt M6, pack", brand="Acme", category="", description="")
+    b = ItemInfo(item_id="b", sid="<a_2>", title="Hex bolt M6, box", brand="Bolty", category="", description="")
+    c = ItemInfo(item_id="c", sid="<a_3>", title="Hex bolt M6, tin", brand="Bolty", category="", description="")
+    share = identifying_share([("next: a hex bolt by Acme.", a), ("next: a hex bolt by Bolty.", b),
+                               ("next: a hex bolt.", a), ("next: gloves.", a)], [a, b, c])
+    assert share == {"n": 4.0, "states_target_type": 0.75, "identifying": 0.25}

@@ -146,3 +146,27 @@ def test_thinking_force_closes_and_keeps_reasoning(model_tok):
         model.lm_head = head
     assert len(traces) == 2 and all(len(t) == 2 for t in traces)
     assert all(not t.forced and t.tokens == 0 for ts in traces for t in ts)
+
+
+def test_sid_tokens_inside_reasoning_are_bounded(model_tok):
+    """A model that loves SID tokens writes only SIDs when unbounded; the budget caps them per trace."""
+    model, tok = model_tok
+    prompts = [chat_prompt(tok, sid_history_prompt(CATALOGUE[:2], thinking=True))] * 2
+    sid_ids = [i for t, i in tok.get_vocab().items() if TOKEN_RE.fullmatch(t)]
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[sid_ids[0]] = 1e4          # one SID token, again and again: the loop seen in `make run`
+    model.lm_head = biased
+    try:
+        def sid_count(budget):
+            traces = generate_reasoning(model, tok, prompts, max_new_tokens=8, progress=False, max_sid_tokens=budget)
+            return [len(TOKEN_RE.findall(t[0].text)) for t in traces]
+
+        assert sid_count(None) == [8, 8]
+        assert sid_count(3) == [3, 3]
+        assert sid_count(0) == [0, 0]
+    finally:
+        model.lm_head = head

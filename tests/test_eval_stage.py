@@ -63,7 +63,28 @@ def test_evaluate_component_with_a_model_artifact(sample_dataset, eval_sids, eva
     assert m["direct_recall_10"] == pytest.approx(hits)
     md = open(outs["report"].path).read()
     assert "| popularity | 10 | 0 |" in md and "model (direct)" in md and "Best-of-N" in md
+    assert "closed </think> itself in 0% of traces (forced close 100%)" in md
     assert open(outs["report_html"].path).read().count("data:image/png;base64,") == 3
+
+
+def test_report_examples_read_as_items(sample_dataset, eval_sids, eval_model_dir, tmp_path):
+    """Examples show titles beside SIDs for history, target and recommendations, and say where the
+    target landed in words, never as rank -1."""
+    from sidreasoner_core.dataset import read_items, read_samples
+    from sidreasoner_core.evaluation.config import EvaluateConfig
+    from sidreasoner_core.evaluation.stage import run
+
+    cfg = EvaluateConfig(max_samples=3, thinking_samples=0, num_beams=10)
+    art = run(cfg, sample_dataset, eval_sids, str(eval_model_dir), None, tmp_path / "ev", progress=False)
+    md = (art.path / "report.md").read_text()
+    examples = md.split("## Examples", 1)[1]
+    titles = dict(zip(*[read_items(sample_dataset.path)[c] for c in ("item_id", "title")]))
+    first = read_samples(sample_dataset.path, "test").iloc[0]
+    assert titles[first["target"]] in examples and titles[first["history"][-1]] in examples
+    pred = pq.read_table(art.path / "predictions.parquet").to_pandas()
+    for rank in pred["rank"][:3]:
+        assert (f"rank {rank + 1}" if rank >= 0 else "not in the top 10") in examples
+    assert "rank -1" not in md and "rank 0" not in examples
 
 
 def test_cli_evaluate_with_reference_sids_and_a_plain_model_ref(sample_dataset, tmp_path):

@@ -22,11 +22,14 @@ Both passes give the same table for a good file.
 Processing (paper §4.1.1): drop items without a usable title, dedupe each user's (user, item) pairs
 keeping the first in time, iterative k-core on users and items, sliding windows of <= max_history
 previous items, global split by target time. Every dropped row is counted by reason.
+
+Encoding: text is UTF-8; a read field holding invalid UTF-8 is an error naming file, line and field,
+or with `skip_bad_lines` a quarantined line ("invalid_utf8"), never replaced or passed on.
+Timestamps: the unit is detected per file and checked (`timestamps`).
 """
 from __future__ import annotations
 
 import gzip
-import html
 import json
 import logging
 import re
@@ -40,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from tqdm.auto import tqdm
 
-from . import sequences
+from . import rules, sequences, timestamps
 from .config import DataConfig
 from .errors import BadLines, DataError
 
@@ -208,16 +211,57 @@ class LineMap:
 
 
 def _read_fast(file: Path, fields: tuple[Field, ...]) -> pa.Table | None:
+    """Stream the file through Arrow's JSON reader in blocks, keeping only `fields` (bounded memory:
+    a multi-GB `.jsonl.gz` dump costs the size of these columns, not of the file); progress in
+    compressed bytes. None when a line needs the line-by-line pass (it names the line)."""
     schema = pa.schema([(f.name, f.arrow_type) for f in fields])
+    raw = None
     try:
-        return pj.read_json(file, read_options=pj.ReadOptions(block_size=8 << 20),
-                            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
+        raw = pa.OSFile(str(file), "rb")
+        size = raw.size()
+        src = pa.CompressedInputStream(raw, "gzip") if file.name.endswith(".gz") else raw
+        reader = pj.open_json(src, read_options=pj.ReadOptions(block_size=8 << 20),
+                              parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                            unexpected_field_behavior="ignore"))
+        batches = []
+        with tqdm(total=size, desc=f"reading {file.name}", unit="B", unit_scale=True, mininterval=2,
+                  leave=False) as bar:
+            for batch in reader:
+                batches.append(batch)
+                bar.update(raw.tell() - bar.n)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         log.info("%s: vectorized reader stopped (%s); reading line by line", file.name, exc)
         return None
     except (OSError, EOFError) as exc:  # e.g. a truncated .gz: the line-by-line pass names the line
         log.info("%s: vectorized reader failed (%s); reading line by line", file.name, exc)
         return None
+    finally:
+        if raw is not None:
+            raw.close()
+    try:  # Arrow's JSON parser copies invalid UTF-8 bytes into string columns unchecked
+        table.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        log.info("%s: invalid UTF-8 (%s); reading line by line to name the line and field", file.name, exc)
+        return None
+    return table
+
+
+def invalid_text(value) -> bool:
+    """True for text that cannot be UTF-8: undecodable bytes (kept as surrogate escapes) or a lone
+    surrogate from a JSON `\\udcxx` escape."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
+
+
+def _bad_bytes(value: str) -> str:
+    """The offending characters of `value` as they were in the file, for the message."""
+    bad = [c for c in value if 0xD800 <= ord(c) <= 0xDFFF][:4]
+    return " ".join(f"0x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}" for c in bad)
 
 
 def _normalize(table: pa.Table, fields: tuple[Field, ...]) -> dict[str, pa.Array]:
@@ -245,9 +289,11 @@ def _read_slow(file: Path, fields: tuple[Field, ...], bad: BadLines) -> tuple[di
                 text = raw.strip()
                 if not text:
                     continue
-                snippet = text[:2000].decode("utf-8", "replace")
+                # Invalid UTF-8 stays visible (surrogate escapes) until a field that is read is checked.
+                decoded = text.decode("utf-8", "surrogateescape")
+                snippet = text[:2000].decode("utf-8", "backslashreplace")
                 try:
-                    rec = json.loads(text)
+                    rec = json.loads(decoded)
                 except ValueError as exc:
                     bad.bad(file, lineno, "malformed_json", f"not valid JSON ({exc})", snippet)
                     continue
@@ -257,10 +303,15 @@ def _read_slow(file: Path, fields: tuple[Field, ...], bad: BadLines) -> tuple[di
                 values = []
                 for f in fields:
                     try:
-                        values.append(f.convert(rec.get(f.name)))
+                        value = f.convert(rec.get(f.name))
                     except ValueError as exc:
                         bad.bad(file, lineno, "bad_field", f"field '{f.name}': {exc}", snippet)
                         break
+                    if invalid_text(value):
+                        bad.bad(file, lineno, "invalid_utf8", f"field '{f.name}': invalid UTF-8 "
+                                f"({_bad_bytes(value)}); fix the file's encoding or pass --skip-bad-lines", snippet)
+                        break
+                    values.append(value)
                 else:
                     for f, v in zip(fields, values):
                         cols[f.out].append(v)
@@ -275,6 +326,11 @@ def read_jsonl(file: Path, fields: tuple[Field, ...], bad: BadLines) -> pd.DataF
 
     A record whose id/time field is missing or empty is a bad line ("missing_field").
     """
+    return read_jsonl_lines(file, fields, bad)[0]
+
+
+def read_jsonl_lines(file: Path, fields: tuple[Field, ...], bad: BadLines) -> tuple[pd.DataFrame, LineMap]:
+    """`read_jsonl` and the map from `_rec` to the file's line numbers."""
     table = _read_fast(file, fields)
     if table is not None:
         cols = _normalize(table, fields)
@@ -299,18 +355,10 @@ def read_jsonl(file: Path, fields: tuple[Field, ...], bad: BadLines) -> pd.DataF
         df = df[~missing].reset_index(drop=True)
     if "ts" in df:
         df["ts"] = df["ts"].astype("int64")
-    return df
+    return df, linemap
 
 
 # ---------------------------------------------------------------- items and samples
-
-JUNK_TITLE = r"^\s*<|getTime\(\)|\{\s*var\s"  # scraped HTML/JS found in some 2018 meta titles
-
-
-def _usable_title(titles: pd.Series, min_chars: int) -> np.ndarray:
-    t = titles.fillna("")
-    return ((t.str.len() >= min_chars) & ~t.str.contains(JUNK_TITLE, case=False, regex=True)).to_numpy()
-
 
 def read_items(file: Path, fmt: RawFormat, config: DataConfig, category: str, bad: BadLines,
                dropped: dict) -> pd.DataFrame:
@@ -326,10 +374,8 @@ def read_items(file: Path, fmt: RawFormat, config: DataConfig, category: str, ba
         df["description"] = (df["description"] + " " + df["features"].fillna("")).str.strip()
     if "details_brand" in df:  # 2023: the store is the brand; details.Brand when there is no store
         df["brand"] = df["brand"].where(df["brand"] != "", df["details_brand"].fillna(""))
-    amp = df["title"].str.contains("&", regex=False).to_numpy()
-    if amp.any():
-        df.loc[amp, "title"] = df.loc[amp, "title"].map(html.unescape)
-    ok = _usable_title(df["title"], config.min_title_chars)
+    df["title"] = rules.clean_titles(df["title"])
+    ok = rules.usable_title(df["title"], config.min_title_chars)
     df["_titled"] = ok
     dropped["items_no_title"] = int((~ok).sum())
     if not ok.any():
@@ -347,8 +393,9 @@ def _isin(col: pd.Series, values) -> np.ndarray:
 
 
 def build(path: Path, fmt_name: str, config: DataConfig, category: str,
-          bad: BadLines) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(items, samples, dropped counts) for a raw Amazon directory; samples carry `_row` for errors."""
+          bad: BadLines) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """(items, samples, dropped counts, timestamps info) for a raw Amazon directory; samples carry
+    `_row` for errors."""
     path = Path(path)
     files = find_files(path)
     if files is None:
@@ -364,9 +411,24 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
     titled = meta.loc[meta["_titled"], "item_id"]
     known = meta["item_id"]
 
-    rev = read_jsonl(reviews_file, fmt.reviews, bad)
+    rev, lines = read_jsonl_lines(reviews_file, fmt.reviews, bad)
     if rev.empty:
         raise DataError(f"{reviews_file}: no reviews")
+    rec = rev["_rec"].to_numpy()
+    units = timestamps.detect_units(rev["ts"].to_numpy(), fmt.per_second, reviews_file, fmt.reviews[2].name,
+                                    lambda row: lines.line(int(rec[row])), bad)
+    if not units.keep.all():
+        rev = rev[units.keep].reset_index(drop=True)
+    seconds = rev["ts"].to_numpy() // units.per_second
+    info = {**units.stats(), "first": timestamps.day(seconds.min()), "last": timestamps.day(seconds.max()),
+            "window": [d.isoformat() for d in config.date_window] if config.date_window else None}
+    in_window = timestamps.window_mask(seconds, config.date_window)
+    dropped["reviews_outside_window"] = int((~in_window).sum())
+    if not in_window.all():
+        rev = rev[in_window].reset_index(drop=True)
+        if rev.empty:
+            raise DataError(f"{reviews_file}: no reviews in the date window {info['window'][0]}..{info['window'][1]} "
+                            f"(the file's reviews run from {info['first']} to {info['last']})")
     in_meta = _isin(rev["item_id"], known)
     has_title = _isin(rev["item_id"], titled)
     dropped["reviews_no_meta"] = int((~in_meta).sum())
@@ -393,7 +455,7 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
     dropped["items_no_reviews"] = int(len(titled) - items_before)
 
     samples = sequences.windows(inter, config.max_history, config.split_ratio, source=reviews_file.name,
-                                per_second=fmt.per_second)
+                                per_second=units.per_second)
     if samples.empty:
         raise DataError(f"{path}: no samples after the sliding window (every user has a single interaction)")
     counts = samples["split"].value_counts()
@@ -404,4 +466,4 @@ def build(path: Path, fmt_name: str, config: DataConfig, category: str,
 
     items = meta[_isin(meta["item_id"], inter.item_id_list())].sort_values("item_id").reset_index(drop=True)
     items = items[["item_id", "title", "description", "brand", "categories", "category", "reference_sid"]]
-    return items, samples, dropped
+    return items, samples, dropped, info

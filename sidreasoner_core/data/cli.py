@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -19,7 +18,11 @@ def register(app: typer.Typer) -> None:
         format: str = typer.Option("auto", "--format", help="auto|csv|amazon2018|amazon2023"),
         config: Optional[str] = typer.Option(None, "--config", help="pipeline config YAML/preset; its `data` section is used"),
         k_core: Optional[int] = typer.Option(None, "--k-core"),
-        skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="quarantine malformed lines instead of failing"),
+        skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help=(
+            "quarantine bad lines (malformed, invalid UTF-8, implausible timestamps) into quarantine.jsonl, "
+            "counted by reason, instead of failing")),
+        date_window: Optional[str] = typer.Option(None, "--date-window", metavar="FIRST:LAST", help=(
+            "keep reviews from FIRST to LAST (YYYY-MM-DD, inclusive, UTC), e.g. 2016-10-01:2018-11-30")),
     ) -> None:
         """Run the data stage alone: items.parquet + samples.parquet + stats."""
         from ..cli import fail
@@ -28,9 +31,14 @@ def register(app: typer.Typer) -> None:
         from .stage import run
 
         try:
+            window = None
+            if date_window:
+                if date_window.count(":") != 1:
+                    raise ConfigError(f"--date-window {date_window!r}: expected FIRST:LAST, e.g. 2016-10-01:2018-11-30")
+                window = date_window.split(":")
             cfg = DataConfig.build(section(config, "data"), source=config or "<cli>", format=format,
-                                   k_core=k_core, skip_bad_lines=skip_bad_lines or None)
-            art = run(cfg, Path(input), out)
+                                   k_core=k_core, skip_bad_lines=skip_bad_lines or None, date_window=window)
+            art = run(cfg, input, out)
         except (DataError, ConfigError) as exc:
             fail(str(exc))
         typer.echo(json.dumps(art.manifest["stats"], indent=2))

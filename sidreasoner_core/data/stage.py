@@ -1,13 +1,18 @@
 """Data stage entry point: `run(config, input_path, out)`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
-from ..artifacts import Artifact, open_artifact, write_artifact
+from .. import storage
+from ..artifacts import Artifact, check_output, clean_leftovers, open_artifact, temp_name, write_artifact
 from . import processed_csv
 from .config import DataConfig
 from .errors import BadLines, DataError
@@ -62,16 +67,20 @@ def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.
     category = config.category or path.name
     bad = BadLines(skip=config.skip_bad_lines)
     dropped: dict[str, int] = {}
+    if fmt == "csv" and config.date_window is not None:
+        raise DataError(f"{path}: date_window needs raw reviews with timestamps; the processed CSV has none")
+    timestamps = None
     if fmt == "csv":
         missing = [f for f in ("item.json", *(f"{s}.csv" for s in SPLITS)) if not (path / f).is_file()]
         if missing:
             raise DataError(f"{path}: not a processed-CSV directory, missing {missing}")
-        items = processed_csv.read_items(path, category)
-        samples = processed_csv.read_samples(path, config.max_history, bad)
+        items, removed = processed_csv.read_items(path, category, bad, dropped, config.min_title_chars)
+        samples = processed_csv.clean_samples(processed_csv.read_samples(path, config.max_history, bad),
+                                              removed, dropped)
     else:
         from . import amazon_raw
 
-        items, samples, dropped = amazon_raw.build(path, fmt, config, category, bad)
+        items, samples, dropped, timestamps = amazon_raw.build(path, fmt, config, category, bad)
     if samples.empty:
         skipped = sum(bad.counts.values())
         raise DataError(f"{path}: no samples left after skipping {skipped} bad line(s)" if skipped
@@ -89,13 +98,38 @@ def build(config: DataConfig, input_path: str | Path) -> tuple[pd.DataFrame, pd.
         "samples": {s: int(counts.get(s, 0)) for s in SPLITS},
         "dropped": {**dropped, **{f"bad_line:{k}": v for k, v in bad.counts.items()}},
         "reference_sids": int(items["reference_sid"].notna().sum()),
+        "timestamps": timestamps,  # unit found, the format's unit, first/last day, date window
     }
     return items, samples, stats, bad
 
 
+@contextlib.contextmanager
+def local_input(input_uri: str) -> Iterator[Path]:
+    """The input as a local directory: `s3://bucket/prefix/Cat` is downloaded to a temp `.../Cat`
+    (its name stays the category), removed afterwards."""
+    if not storage.is_s3(input_uri):
+        yield Path(input_uri)
+        return
+    scratch = Path(tempfile.gettempdir())
+    clean_leftovers(scratch, "sidr-data-in")  # downloads of killed runs
+    tmp = scratch / temp_name("sidr-data-in")
+    tmp.mkdir()
+    try:
+        local = tmp / (Path(input_uri.rstrip("/")).name or "input")
+        local.mkdir()
+        if not storage.download_prefix(input_uri, local):
+            raise DataError(f"{input_uri}: no objects under this prefix")
+        yield local
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(config: DataConfig, input_path: str | Path, out: str | Path) -> Artifact:
-    items, samples, stats, bad = build(config, input_path)
-    with write_artifact(out, kind=KIND, config=config, parents=[{"uri": str(input_path), "kind": "raw"}],
+    input_uri = str(input_path)
+    check_output(out, KIND, [input_uri])  # before reading a multi-GB dump, not after
+    with local_input(input_uri) as path:
+        items, samples, stats, bad = build(config, path)
+    with write_artifact(out, kind=KIND, config=config, parents=[{"uri": input_uri, "kind": "raw"}],
                         extra={"stats": stats}) as d:
         write_table(items, ITEMS_SCHEMA, d / ITEMS_FILE)
         write_table(samples, SAMPLES_SCHEMA, d / SAMPLES_FILE)
@@ -109,18 +143,11 @@ def step(config_json: str, data_uri: str, out: str, tracking_uri: str = "", pare
          **overrides) -> dict:
     """The pipeline step: config from the pipeline config's `data` section, tracked in MLflow."""
     from ..config import section
-    from ..storage import download_prefix, is_s3
     from ..tracking import stage_run
 
     config = DataConfig.build(section(config_json, "data"), source="config_json", **overrides)
-    local_input = Path(data_uri)
-    if is_s3(data_uri):
-        import tempfile
-
-        local_input = Path(tempfile.mkdtemp(prefix="sidr-data-")) / Path(data_uri.rstrip("/")).name
-        download_prefix(data_uri, local_input)
     with stage_run("data", config, tracking_uri, parent_run_id) as tracker:
-        art = run(config, local_input, out)
+        art = run(config, data_uri, out)
         stats = art.manifest["stats"]
         metrics = {"users": stats["users"], "items": stats["items"],
                    **{f"samples_{k}": v for k, v in stats["samples"].items()},

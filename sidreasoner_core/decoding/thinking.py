@@ -1,5 +1,8 @@
 """Thinking mode: reasoning generated up to `</think>` (closed by force at a length limit), after
-which the constrained SID search continues from `</think>\\n\\n` (paper §3.3.1, §4.1.1)."""
+which the constrained SID search continues from `</think>\\n\\n` (paper §3.3.1, §4.1.1).
+
+SID tokens inside the reasoning can be bounded (`max_sid_tokens`; 0 bans them): a small model
+otherwise falls into loops of SID tokens that fill the whole budget."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +11,7 @@ from typing import Sequence
 import torch
 
 from ..prompts import THINK_CLOSE, THINK_OPEN
+from ..sid import TOKEN_RE
 from .constrained import encode_left_padded
 
 
@@ -17,6 +21,27 @@ class Reasoning:
     tokens: int      # reasoning tokens generated
     forced: bool     # True when </think> was not produced (length limit or end of turn) and was added
     context: str     # prompt + <think>..</think>\n\n: where the SID search continues
+
+
+def sid_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokenizer's SID tokens (`<a_12>`, ...)."""
+    return sorted(i for t, i in tokenizer.get_vocab().items() if TOKEN_RE.fullmatch(t))
+
+
+class SIDTokenBudget:
+    """Logits processor: once a row has generated `max_tokens` SID tokens after position `start`,
+    no further SID token can be chosen in that row."""
+
+    def __init__(self, sid_ids: Sequence[int], max_tokens: int, start: int):
+        self.sid_ids, self.max_tokens, self.start = torch.tensor(list(sid_ids)), max_tokens, start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        ids = self.sid_ids.to(input_ids.device)
+        used = torch.isin(input_ids[:, self.start:], ids).sum(dim=1)
+        full = (used >= self.max_tokens).nonzero(as_tuple=True)[0]
+        if len(full):
+            scores[full.unsqueeze(1), ids.unsqueeze(0)] = float("-inf")
+        return scores
 
 
 def _single_token_id(tokenizer, text: str) -> int | None:
@@ -32,13 +57,16 @@ def reasoning_context(prompt: str, reasoning: str) -> str:
 @torch.no_grad()
 def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8,
                        num_return_sequences: int = 1, do_sample: bool = False, temperature: float = 1.0,
-                       top_p: float = 1.0, desc: str = "reasoning", progress: bool = True) -> list[list[Reasoning]]:
-    """Reasoning traces for each templated prompt (greedy, or sampled for best-of-N).
+                       top_p: float = 1.0, desc: str = "reasoning", progress: bool = True,
+                       max_sid_tokens: int | None = None) -> list[list[Reasoning]]:
+    """Reasoning traces for each templated prompt (greedy, or sampled for best-of-N); at most
+    `max_sid_tokens` SID tokens per trace (None: unbounded).
 
     The response is opened with `<think>\\n` so even an un-aligned model reasons; generation stops
     at `</think>` (a token or, for tokenizers without it, a stop string) or the end-of-turn token.
     """
     from tqdm.auto import tqdm
+    from transformers import LogitsProcessorList
 
     device = next(model.parameters()).device
     close_id = _single_token_id(tokenizer, THINK_CLOSE)
@@ -52,12 +80,15 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if close_id is None:
         kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
+    sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
     heads = [f"{p}{THINK_OPEN}\n" for p in prompts]
     out: list[list[Reasoning]] = []
     for start in tqdm(range(0, len(heads), batch_size), desc=desc, disable=not progress, leave=False):
         chunk = heads[start:start + batch_size]
         input_ids, mask = encode_left_padded(tokenizer, chunk, device)
-        seqs = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)[:, input_ids.size(1):]
+        budget = [SIDTokenBudget(sid_ids, max_sid_tokens, input_ids.size(1))] if sid_ids else []
+        seqs = model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=LogitsProcessorList(budget),
+                              **kwargs)[:, input_ids.size(1):]
         for i, prompt in enumerate(prompts[start:start + batch_size]):
             traces = []
             for row in seqs[i * num_return_sequences:(i + 1) * num_return_sequences].tolist():

@@ -1,10 +1,14 @@
 """The offline teacher (no LLM): item texts from metadata templates, user reasoning by rules.
 
-This is the paper's "metadata-only template" setting (paper §3.2.3, Table 5). Reasoning is built
-from the history's metadata: brands (loyalty), product types from titles (interest and its
-shift), recurring keywords, and recency; it refers to items only by SID and ends open. When
-`offline_target_hint` is on, the ending is steered by the target's product type and brand,
-as an LLM teacher is steered by seeing the target (its title and SID are never written).
+This is the paper's "metadata-only template" setting (paper §3.2.3, Table 5).
+
+User reasoning is a compact rationale whose informative parts come first, so a cold-start budget
+of 16-32 words keeps them: the user's interests (product types, a loyal brand), their shift, then
+the attributes expected of the next item; one closing sentence anchors it on the latest history
+SID. It never writes a title or the target's SID. With `offline_target_hint` (a named teacher
+setting, on by default: the paper's teacher sees the target "for guidance") the expected
+attributes are the target's product type and brand; off, they are extrapolated from the history.
+How identifying such hints are is measured per corpus (`enrich.leakage`).
 """
 from __future__ import annotations
 
@@ -176,13 +180,29 @@ def _ending(history: Sequence[ItemInfo], target: ItemInfo | None) -> str:
     return f"the user may enjoy a {ttype} next{brand}, something that fits the recent needs around {last}"
 
 
+def loyal_brand(history: Sequence[ItemInfo]) -> str:
+    """A brand bought more than once in the history, else ""."""
+    brands = Counter(h.brand.strip() for h in history if h.brand.strip()).most_common(1)
+    return brands[0][0] if brands and brands[0][1] > 1 else ""
+
+
+def expected_next(history: Sequence[ItemInfo], target: ItemInfo | None) -> tuple[str, str]:
+    """(product type, brand) the rationale expects next: the target's when the teacher is shown it,
+    else the latest interest (with the loyal brand, if any)."""
+    if target is not None:
+        return product_type(target), target.brand.strip()
+    return product_type(history[-1]), loyal_brand(history)
+
+
 def user_reasoning(history: Sequence[ItemInfo], target: ItemInfo | None) -> str:
-    leads = ["Looking at this history, I see that {}.", "I notice that {}.", "It seems to me that {}.",
-             "I also see that {}.", "I think that {}.", "On top of that, {}."]
-    facts = _facts(history, target)
-    parts = [leads[min(i, len(leads) - 1)].format(f) for i, f in enumerate(facts)]
-    parts.append(f"Putting this together, I expect that {_ending(history, target)}.")
-    return " ".join(parts)
+    """Interests and their shift, then the expected next item (together about 15 words), then the
+    SID anchor (see the module docstring)."""
+    first, last, brand = product_type(history[0]), product_type(history[-1]), loyal_brand(history)
+    etype, ebrand = expected_next(history, target)
+    loyal = f", loyal to {brand}" if brand else ""
+    interest = f"From {first} to {last}{loyal}." if first != last else f"Steady on {last}{loyal}."
+    return (f"{interest} Next: a {etype}{f' by {ebrand}' if ebrand else ''}. "
+            f"The user may enjoy it after the latest purchase, {history[-1].sid}, as it fits the same needs.")
 
 
 def user_narrative(history: Sequence[ItemInfo], target: ItemInfo | None) -> str:

@@ -18,6 +18,7 @@ from .cache import ResponseCache
 from .client import Usage
 from .config import EnrichConfig
 from .jobs import Job, analysis_json, item_job, user_job
+from .leakage import identifying_share
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,10 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
     }
     stats["items_failed"] = stats["items_total"] - stats["items_ok"]
     stats["users_failed"] = stats["users_total"] - stats["users_ok"]
+    leak = identifying_share(((j.values["reasoning"], j.target) for j in user_jobs if j.status == "ok"),
+                             items.values())
+    stats["reasoning_states_target_type"] = round(leak["states_target_type"], 4)
+    stats["reasoning_identifying"] = round(leak["identifying"], 4)
     lost = [j.id for j in jobs if j.status not in ("ok", "failed")]
     if lost:  # a runner bug, never a silent drop
         raise RuntimeError(f"enrich: {len(lost)} record(s) unfinished (first {lost[0]!r})")
@@ -142,7 +147,8 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
 def metrics_of(art: Artifact) -> dict:
     usage = json.loads((art.path / corpus.USAGE_FILE).read_text())
     keys = ("items_total", "items_ok", "items_failed", "users_total", "users_ok", "users_failed", "requests",
-            "responses", "cache_hits", "failed_requests", "prompt_tokens", "completion_tokens", "cost_usd", "wall_s")
+            "responses", "cache_hits", "failed_requests", "prompt_tokens", "completion_tokens", "cost_usd", "wall_s",
+            "reasoning_states_target_type", "reasoning_identifying")
     return {k: usage[k] for k in keys}
 
 

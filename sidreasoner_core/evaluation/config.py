@@ -17,6 +17,9 @@ class EvaluateConfig(StageConfig):
     direct: bool = Field(True, description="direct mode: prompt -> constrained SID beam search")
     thinking_samples: int = Field(-1, ge=-1, description="thinking mode on the first N samples (-1 = same as direct, 0 = off)")
     max_reasoning_tokens: int = Field(1024, ge=1, description="reasoning is force-closed with </think> at this length (paper: 1024)")
+    max_reasoning_sid_tokens: int | None = Field(
+        30, ge=0, description="SID tokens allowed inside the reasoning (0 = none, None = unbounded); the default "
+                              "lets a trace recite a 10-item history once but never loop on SID tokens")
     thinking_batch_size: int = Field(8, ge=1)
     best_of_n: int = Field(0, ge=0, description="sampled reasoning traces per sample for the best-of-N curve (0 = off)")
     best_of_n_samples: int = Field(32, ge=1, description="samples used for best-of-N")

@@ -47,7 +47,8 @@ def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool 
     n_direct, n_think = sample_counts(config, len(data.samples))
     out = Decoded(n_direct, n_think)
     search = dict(num_beams=config.num_beams, batch_size=config.batch_size, progress=progress)
-    reason = dict(max_new_tokens=config.max_reasoning_tokens, batch_size=config.thinking_batch_size, progress=progress)
+    reason = dict(max_new_tokens=config.max_reasoning_tokens, batch_size=config.thinking_batch_size, progress=progress,
+                  max_sid_tokens=config.max_reasoning_sid_tokens)
     if config.direct:
         out.direct = rank_sids(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_direct], False),
                                m.trie, desc="direct", **search)

@@ -26,6 +26,7 @@ class EvalData:
     table: SIDTable
     history_sids: list[list[str]]
     target_sids: list[str]
+    titles: dict[str, str]      # item id -> title, for the report's examples
 
 
 @dataclass
@@ -65,7 +66,9 @@ def load_data(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None) 
     if samples.empty:
         raise EvaluationError(f"{dataset.uri}: split {config.split!r} has no samples")
     hist = history_sids(samples, table.sid_by_item, f"{dataset.uri}/{SAMPLES_FILE}[{config.split}]")
-    return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]])
+    items = read_items(dataset.path)
+    titles = dict(zip(items["item_id"].astype(str), items["title"].fillna("").astype(str)))
+    return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]], titles)
 
 
 def resolve_model(model_uri: str) -> Path:

@@ -86,6 +86,29 @@ def make_plots(out: Path, tables: dict[str, dict[str, dict[str, float]]], ks: Se
     return written
 
 
+def _item(sid: str, title: str) -> str:
+    return f"{sid} {title}".strip()
+
+
+def _example(ex: dict) -> tuple[list[str], str]:
+    """One example (`evaluation.stage._example`) as Markdown lines and an HTML block."""
+    head = f"user {ex['user_id']} ({ex['mode']} mode): the target is {ex['rank']}"
+    history = [_item(*h) for h in ex["history"]]
+    top = [_item(sid, title) + (" <- target" if hit else "") for sid, title, hit in ex["top"]]
+    md = [f"### {head}", "", "- history (oldest first): " + "; ".join(f"`{h}`" for h in history),
+          f"- target: `{_item(*ex['target'])}`", "- top recommendations:"] + [f"  {i}. `{t}`" for i, t in
+                                                                            enumerate(top, 1)]
+    page = (f"<h3>{html.escape(head)}</h3><p>history (oldest first):</p><ol>"
+            + "".join(f"<li>{html.escape(h)}</li>" for h in history)
+            + f"</ol><p>target: <b>{html.escape(_item(*ex['target']))}</b></p><p>top recommendations:</p><ol>"
+            + "".join(f"<li>{'<b>' if hit else ''}{html.escape(_item(sid, title))}{'</b>' if hit else ''}</li>"
+                      for sid, title, hit in ex["top"]) + "</ol>")
+    if ex.get("reasoning"):
+        md += ["", "  > " + ex["reasoning"][:600].replace("\n", " ")]
+        page += f"<blockquote>{html.escape(ex['reasoning'][:600])}</blockquote>"
+    return md + [""], page
+
+
 def render(out: Path, title: str, info: dict[str, str], tables: dict[str, dict[str, dict[str, float]]],
            ks: Sequence[int], best_of_n: list[float], reasoning_lengths: list[int],
            examples: list[dict], notes: list[str]) -> tuple[str, str]:
@@ -120,13 +143,9 @@ def render(out: Path, title: str, info: dict[str, str], tables: dict[str, dict[s
         md += ["## Examples", ""]
         hp += ["<h2>Examples</h2>"]
         for ex in examples:
-            md += [f"- user `{ex['user_id']}` target `{ex['target_sid']}` rank {ex['rank']}: top-3 "
-                   f"{', '.join(ex['ranked_sids'][:3])}"]
-            hp.append(f"<p>user <code>{html.escape(ex['user_id'])}</code> target <code>{html.escape(ex['target_sid'])}"
-                      f"</code> rank {ex['rank']}: top-3 {html.escape(', '.join(ex['ranked_sids'][:3]))}</p>")
-            if ex.get("reasoning"):
-                md += ["", "  > " + ex["reasoning"][:600].replace("\n", " "), ""]
-                hp.append(f"<blockquote>{html.escape(ex['reasoning'][:600])}</blockquote>")
+            md_ex, html_ex = _example(ex)
+            md += md_ex
+            hp.append(html_ex)
     style = ("<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}blockquote{color:#444}</style>")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}</head>" \

@@ -55,10 +55,14 @@ def run(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None, model_
 
 
 def _info(config: EvaluateConfig, model_uri: str, data: EvalData, model: EvalModel, decoded: Decoded,
-          wall: float) -> dict[str, str]:
+          scores: Scores, wall: float) -> dict[str, str]:
     """The report's run description."""
     n = len(data.samples)
     shared = len(data.table) - len(data.table.item_by_sid)
+    thinking = scores.metrics.get("thinking")
+    closing = ({"thinking mode": f"the model closed </think> itself in {1 - thinking['forced_close_rate']:.0%} of "
+                                 f"traces (forced close {thinking['forced_close_rate']:.0%}); mean "
+                                 f"{thinking['reasoning_tokens_mean']:.1f} reasoning tokens"} if thinking else {})
     return {"model": str(model_uri),
             "split": f"{config.split} ({n} samples; direct on {decoded.n_direct if config.direct else 0}, "
                      f"thinking on {decoded.n_think}, best-of-{config.best_of_n} on "
@@ -66,7 +70,21 @@ def _info(config: EvaluateConfig, model_uri: str, data: EvalData, model: EvalMod
             "catalogue": f"{len(model.trie.sids)} SIDs over {len(data.table)} items ({shared} items share a SID)",
             "decoding": f"constrained beam search, {config.num_beams} beams, length penalty 0; "
                         f"reasoning <= {config.max_reasoning_tokens} tokens",
+            **closing,
             "wall time": f"{wall:.0f} s"}
+
+
+def _example(row: dict, data: EvalData, num_beams: int, top: int = 5) -> dict:
+    """A prediction as a person reads it: items with their titles, and where the target landed."""
+    title = data.titles.get
+    history = list(data.samples["history"].iloc[row["sample"]])
+    return {"mode": row["mode"], "user_id": row["user_id"],
+            "history": [(data.table.sid_by_item[h], title(h, "")) for h in history],
+            "target": (row["target_sid"], title(row["target"], "")),
+            "rank": f"rank {row['rank'] + 1}" if row["rank"] >= 0 else f"not in the top {num_beams}",
+            "top": [(sid, title(item, ""), sid == row["target_sid"])
+                    for sid, item in zip(row["ranked_sids"][:top], row["ranked_items"][:top])],
+            "reasoning": row["reasoning"]}
 
 
 def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None, baselines: Artifact | None,
@@ -79,7 +97,8 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
     if shared:
         notes.append(f"{shared} items share a SID with another item; the model is scored at SID level "
                      "(a prediction of the shared SID counts for each of its items).")
-    examples = [r for r in rows if r["mode"] == "thinking"][:3] or rows[:3]
+    examples = [_example(r, data, config.num_beams) for r in
+                ([r for r in rows if r["mode"] == "thinking"][:3] or rows[:3])]
     parents = [a for a in (dataset, sids, baselines) if a is not None] + [{"uri": str(model_uri), "kind": "model"}]
     with write_artifact(out, kind=KIND, config=config, parents=parents,
                         extra={"model_path": str(model.path), "wall_s": round(wall, 1)}) as d:
@@ -88,7 +107,7 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
             pq.write_table(pa.Table.from_pylist(bon_rows, schema=PREDICTION_SCHEMA), d / BEST_OF_N_FILE)
         (d / METRICS_FILE).write_text(json.dumps({**scores.metrics, "best_of_n_curve": scores.best_of_n_curve},
                                                  indent=2))
-        md, page = report.render(d, "SIDReasoner evaluation", _info(config, model_uri, data, model, decoded, wall),
+        md, page = report.render(d, "SIDReasoner evaluation", _info(config, model_uri, data, model, decoded, scores, wall),
                                  scores.tables, config.ks, scores.best_of_n_curve, decoded.reasoning_lengths(),
                                  examples, notes)
         (d / REPORT_MD).write_text(md)

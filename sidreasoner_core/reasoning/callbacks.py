@@ -84,7 +84,8 @@ def curve_callback(curves: CurveLog):
 
 
 def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], trie,
-                    max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8) -> dict[str, float]:
+                    max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8,
+                    max_sid_tokens: int | None = None) -> dict[str, float]:
     """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (greedy reasoning, then constrained
     beam search over catalogue SIDs), plus mean reasoning tokens and the share closed by force."""
     from ..decoding.constrained import rank_sids
@@ -95,7 +96,7 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
     model.eval()
     try:
         traces = [t[0] for t in generate_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size,
-                                                   progress=False)]
+                                                   progress=False, max_sid_tokens=max_sid_tokens)]
         ranked = rank_sids(model, tokenizer, [t.context for t in traces], trie, num_beams=num_beams,
                            batch_size=batch_size, progress=False)
     finally:
@@ -107,9 +108,11 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
     return out
 
 
-def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], every: int,
-                    max_reasoning_tokens: int, num_beams: int = 10):
-    """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `every` steps and at the end."""
+def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], cfg):
+    """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `cfg.eval_steps` steps and at
+    the end, with the GRPO config's evaluation settings (`eval_*`)."""
+    every = cfg.eval_steps
+    max_reasoning_tokens = cfg.eval_max_reasoning_tokens or cfg.max_completion_length
     Base = _trainer_callback_base()
 
     class RecallCallback(Base):
@@ -129,7 +132,7 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
                 self.prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                                 for r in rows]
             m = thinking_recall(model, tokenizer, self.prompts, [r["target_sid"] for r in rows], self.trie,
-                                max_reasoning_tokens, num_beams)
+                                max_reasoning_tokens, cfg.eval_beams, max_sid_tokens=cfg.eval_max_reasoning_sid_tokens)
             self.done.add(state.global_step)
             self.last = {f"eval/{k}": v for k, v in m.items()}
             curves.write(state.global_step, self.last)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
+from ..config import StageConfig, StepBudget
 from ..training.options import ClusterConfig, SFTOptions
 
 
@@ -88,7 +88,7 @@ class GRPOStageConfig(StageConfig):
         "dapo", description="token-level aggregation; 'dapo' = token-mean over the batch (verl's default)")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage normalisation")
     num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = epochs decide)")
+    max_steps: StepBudget = Field(-1, description="stop after this many optimizer steps (-1 = epochs decide)")
     max_samples: int | None = Field(None, ge=1, description="use at most this many training samples")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     reward: RewardConfig = Field(default_factory=RewardConfig)
@@ -103,6 +103,8 @@ class GRPOStageConfig(StageConfig):
     eval_max_reasoning_tokens: int | None = Field(
         None, ge=1, description="greedy reasoning budget at eval; default max_completion_length")
     eval_beams: int = Field(10, ge=1, description="constrained beams over the SID at eval (top-10)")
+    eval_max_reasoning_sid_tokens: int | None = Field(
+        30, ge=0, description="SID tokens allowed inside the reasoning at eval (as evaluate.max_reasoning_sid_tokens)")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)

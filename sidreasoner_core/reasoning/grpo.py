@@ -177,9 +177,7 @@ def worker(payload: dict, job_dir: Path) -> None:
         callbacks.append(curve_callback(curves))
         if payload["eval_rows"] and cfg.cluster.deepspeed != "zero3":
             # rank-0 generation needs whole weights: with ZeRO-3 shards the evaluation stage measures instead
-            callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid),
-                                             cfg.eval_steps, cfg.eval_max_reasoning_tokens or cfg.max_completion_length,
-                                             cfg.eval_beams))
+            callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg))
     info = train(cfg, Path(payload["model_dir"]), payload["train_rows"], catalogue, Path(payload["output_dir"]),
                  Path(payload["final_dir"]), callbacks)
     if int(os.environ.get("RANK", "0")) == 0:

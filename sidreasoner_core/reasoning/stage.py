@@ -237,9 +237,7 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
     if eval_rows:
-        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config.eval_steps,
-                                         config.eval_max_reasoning_tokens or config.max_completion_length,
-                                         config.eval_beams))
+        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
     if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):

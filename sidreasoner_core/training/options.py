@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import StageConfig
+from ..config import StageConfig, StepBudget
 
 PRECISION_FIELD = dict(description="auto: bf16 on a bf16-capable GPU, else fp32 (in process and in launched workers)")
 NUM_GPUS_FIELD = dict(description=">1: the step runs its trainer in `accelerate launch` workers (training.launch)")
@@ -28,7 +28,7 @@ class SFTOptions(StageConfig):
     per_device_eval_batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(8, ge=1, description="16 x 8 x 8 GPUs = 1024 (paper's effective batch)")
     num_train_epochs: float = Field(10.0, gt=0, description="upper bound; early stopping usually ends it first")
-    max_steps: int = Field(-1, description="> 0 bounds the run (local preset); -1 = epochs decide")
+    max_steps: StepBudget = Field(-1, description="> 0 bounds the run (local preset); -1 = epochs decide")
     max_length: int = Field(512, ge=16, description="tokens per example; longer ones are truncated at the end")
     lr_scheduler_type: str = Field("cosine")
     warmup_ratio: float = Field(0.03, ge=0, le=1)
