@@ -17,6 +17,8 @@ class ServingConfig(StageConfig):
     max_batch_rows: int = Field(256, ge=1, description="most histories in one request")
     batch_size: int = Field(16, ge=1, description="histories per forward pass")
     max_reasoning_tokens: int = Field(256, ge=1, description="thinking mode: reasoning is force-closed here")
+    max_reasoning_sid_tokens: int | None = Field(30, ge=0, description="thinking mode: SID tokens allowed inside "
+                                                 "the reasoning (as evaluation's; None = unbounded)")
     default_mode: Literal["direct", "thinking"] = "direct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_threads: int = Field(0, ge=0, description="torch CPU threads when loaded (0 = torch default)")

@@ -129,7 +129,8 @@ class Recommender:
         reasoning: list[str | None] = [None] * len(prompts)
         if thinking:
             traces = [t[0] for t in generate_reasoning(self.model, tok, prompts, cfg.max_reasoning_tokens,
-                                                       cfg.batch_size, desc="reasoning", progress=progress)]
+                                                       cfg.batch_size, desc="reasoning", progress=progress,
+                                                       max_sid_tokens=cfg.max_reasoning_sid_tokens)]
             prompts, reasoning = [t.context for t in traces], [t.text for t in traces]
         ranked = rank_sids(self.model, tok, prompts, self.trie, num_beams, cfg.batch_size,
                            desc="recommend", progress=progress)
