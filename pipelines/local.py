@@ -12,7 +12,7 @@ SAMPLE_DATA = REPO_ROOT / "sample_data" / "Industrial_and_Scientific"
 
 def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | None = "default",
               out_dir: str | os.PathLike = "runs", tracking_uri: str | None = None,
-              category: str = "", experiment: str = "sidreasoner") -> dict:
+              category: str = "", experiment: str = "sidreasoner", model_name: str = "sidreasoner") -> dict:
     """Run the whole pipeline locally; returns a summary (paths of outputs, tracking URI)."""
     from kfp import local
 
@@ -34,7 +34,7 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     started = time.time()
     sidreasoner_pipeline(data_uri=str(data_uri), category=category, config_json=config_json,
-                                tracking_uri=tracking_uri, experiment=experiment)
+                                tracking_uri=tracking_uri, experiment=experiment, model_name=model_name)
     summary = {
         "run_dir": str(out),
         "pipeline_root": str(root),

@@ -1,7 +1,8 @@
 """The SIDReasoner DAG: one definition for the cluster and for `kfp.local`.
 
-data -> sids -> enrich -> align -> coldstart -> grpo -> evaluate -> finish, with the
-baselines beside the model. `kfp.local` ignores the placement (GPUs, secrets, retries).
+data -> sids -> enrich -> align -> coldstart -> grpo -> evaluate -> package -> promote, with the
+baselines beside the model; the promotion gate registers the packaged MLflow model where it
+lies and moves `champion` only to a better model. `kfp.local` ignores the placement (GPUs, secrets, retries).
 """
 from typing import List
 
@@ -13,7 +14,8 @@ from components.enrich import enrich_op
 from components.evaluation import baselines_op, evaluate_op
 from components.reasoning import coldstart_op, grpo_op
 from components.sids import sids_op
-from components.tracking import finish_op, start_tracking_op
+from components.serving import package_op, promote_op
+from components.tracking import start_tracking_op
 from pipelines import placement
 
 PIPELINE_NAME = "sidreasoner"
@@ -54,11 +56,15 @@ def _model_stages(dataset, *, config_json, model_ref, teacher_base_url, teacher_
                            baselines=baselines.outputs["baselines"], config_json=config_json,
                            **track).set_display_name("evaluation")
     placement.gpu_training(evaluate, count=1)
-    finish = finish_op(model=grpo.outputs["model"], evaluation=evaluate.outputs["evaluation"],
-                       model_name=model_name, alias=model_alias, **track).set_display_name("register-model")
-    for task in (sids, baselines, evaluate, finish):
+    package = package_op(model=grpo.outputs["model"], dataset=dataset, sids=sids.outputs["sids"],
+                         config_json=config_json).set_display_name("package-model")
+    promote = promote_op(served_model=package.outputs["served_model"], dataset=dataset,
+                         evaluation=evaluate.outputs["evaluation"], baselines=baselines.outputs["baselines"],
+                         config_json=config_json, model_name=model_name, alias=model_alias,
+                         **track).set_display_name("promotion-gate")
+    for task in (sids, baselines, evaluate, package, promote):
         placement.with_secrets(task)  # object-store credentials (training steps and enrich got theirs above)
-    placement.caching(finish, enabled=False)
+    placement.caching(promote, enabled=False)
     return evaluate
 
 

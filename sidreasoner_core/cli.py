@@ -145,6 +145,7 @@ COMMAND_MODULES = (
     "sidreasoner_core.align.cli",
     "sidreasoner_core.reasoning.cli",
     "sidreasoner_core.evaluation.cli",
+    "sidreasoner_core.serving.cli",
     "sidreasoner_core.pipeline_cli",
 )
 

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(summary, indent=2))
         report = next((r for r in summary["reports"] if r.endswith("report.html")), None)
         typer.echo(f"\nreport: {report or 'none'}\nMLflow: mlflow ui --backend-store-uri {summary['tracking_uri']}"
-                   f"  (model sidreasoner@candidate)")
+                   f"  (model sidreasoner@candidate; @champion when it passed the promotion gate)")
 
     @app.command("rehearse")
     def rehearse_cmd(

@@ -1,7 +1,9 @@
-"""MLflow model registry: register a trained model directory as a version and point an alias at it.
+"""MLflow model registry: register a model where it already lies and point an alias at it.
 
-`mlflow.register_model("runs:/<id>/<path>")` refuses plain logged files (it wants an MLflow
-model flavour), so the version is created from the artifact URI directly and linked to its run.
+The pipeline's packaged model (an MLflow pyfunc directory) is an artifact in object storage; the
+version is created with that URI as its source and linked to the run
+(`MlflowClient.create_model_version(source=..., run_id=...)`), so the model is stored once, not
+uploaded again through the tracking server.
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
     """Register `model_artifact_uri` (an s3://, runs:/, mlflow-artifacts:/ or local path) under `name`.
 
     Creates the registered model when missing, adds a version whose source is the URI and whose
-    run is `run_id`, waits until it is READY and sets `alias` on it. A tracking server refuses a
-    local path outside the run's artifacts, so a local path is first logged to the run under
-    `artifact_path` and registered as `runs:/<run_id>/<artifact_path>` (`upload=None`: only
-    for http(s) servers; True/False forces it). Returns {"name", "version", "alias", "source",
-    "run_id", "model_uri"} where model_uri is `models:/<name>@<alias>`.
+    run is `run_id`, waits until it is READY and sets `alias` on it. A URI is registered as is.
+    Only a path local to this machine (a `kfp.local` run) that a remote tracking server cannot
+    read is logged to the run under `artifact_path` and registered as
+    `runs:/<run_id>/<artifact_path>` (`upload=None`: only for http(s) servers; True/False forces it). Returns {"name", "version", "alias", "source",
+    "run_id", "model_uri", "uploaded"} where model_uri is `models:/<name>@<alias>`.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -41,7 +43,7 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.get_run(run_id)  # fails early with MLflow's own message when the run does not exist
-    source = model_artifact_uri
+    source, uploaded = model_artifact_uri, False
     local = Path(model_artifact_uri[len("file://"):] if model_artifact_uri.startswith("file://") else model_artifact_uri)
     is_local = "://" not in model_artifact_uri.replace("file://", "", 1) and ":/" not in model_artifact_uri
     if is_local:
@@ -52,7 +54,10 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
                 client.log_artifacts(run_id, str(local), artifact_path=artifact_path)
             else:
                 client.log_artifact(run_id, str(local), artifact_path=artifact_path)
-            source = f"runs:/{run_id}/{artifact_path}"
+            source, uploaded = f"runs:/{run_id}/{artifact_path}", True
+            log.warning("register_model: %s is local to this machine and %s cannot read it: uploaded a copy "
+                        "to the run (on a cluster the artifact is in object storage and is registered as is)",
+                        local, tracking_uri)
         else:
             source = str(local.resolve())
     try:
@@ -71,4 +76,4 @@ def register_model(tracking_uri: str, run_id: str, model_artifact_uri: str, name
     client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s (alias %s) from %s", name, version.version, alias, source)
     return {"name": name, "version": int(version.version), "alias": alias, "source": source,
-            "run_id": run_id, "model_uri": f"models:/{name}@{alias}"}
+            "run_id": run_id, "model_uri": f"models:/{name}@{alias}", "uploaded": uploaded}

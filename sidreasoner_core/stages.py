@@ -15,6 +15,8 @@ SECTIONS = {
     "grpo": "sidreasoner_core.reasoning.config:GRPOStageConfig",
     "evaluate": "sidreasoner_core.evaluation.config:EvaluateConfig",
     "baselines": "sidreasoner_core.evaluation.config:BaselinesConfig",
+    "serving": "sidreasoner_core.serving.config:ServingConfig",
+    "promote": "sidreasoner_core.promotion:PromoteConfig",
 }
 
 

@@ -28,7 +28,8 @@ def test_every_stage_publishes_a_verified_artifact(local_run):
     kinds = {k: v["kind"] for k, v in local_run["artifacts"].items()}
     assert kinds == {"data-op/dataset": "dataset", "sids-op/sids": "sids", "enrich-op/corpus": "corpus",
                      "align-op/aligned_model": "model", "coldstart-op/model": "model", "grpo-op/model": "model",
-                     "baselines-op/baselines": "baselines", "evaluate-op/evaluation": "evaluation"}
+                     "baselines-op/baselines": "baselines", "evaluate-op/evaluation": "evaluation",
+                     "package-op/served_model": "mlflow_model"}
     dataset = _artifact(local_run, "data-op/dataset")
     assert dataset.manifest["stats"]["samples"] == {"train": 249, "valid": 103, "test": 123}
     # lineage inside the artifacts: each model names the model it was trained from
@@ -67,7 +68,12 @@ def test_mlflow_parent_nested_runs_and_registered_model(local_run):
     assert stages["align"].data.params  # the stage config as params
     version = client.get_model_version_by_alias("sidreasoner", "candidate")
     assert version.run_id == parent.info.run_id
-    assert Path(version.source, "config.json").exists()
+    # registered where the package step wrote it: the MLflow model directory, not a copy
+    assert version.source == local_run["artifacts"]["package-op/served_model"]["path"]
+    assert Path(version.source, "MLmodel").exists()
+    # the first model of a registry becomes champion
+    assert client.get_model_version_by_alias("sidreasoner", "champion").version == version.version
+    assert version.tags["promotion.decision"] == "promoted" and parent.data.tags["promotion.reason"]
 
 
 def test_quality_bench_reads_a_finished_run(local_run):

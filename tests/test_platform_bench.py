@@ -49,3 +49,20 @@ def test_quality_seeds_and_interval():
     assert preset["align"]["model"] == "small-qwen3"  # the preset itself is untouched
     mean, half = bench.interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and abs(half - 4.303 * 1.0 / 3 ** 0.5) < 1e-9
+
+
+def test_serve_bench_runs_at_a_tiny_size(tmp_path):
+    """bench/serve.py end to end on the shipped sample with tiny-qwen3: figures and one JSON line."""
+    import json
+    import subprocess
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "serve.py"), "--tiny", "--work", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["catalogue_items"] == 400 and figures["beams"] == 10
+    assert 0 < figures["p50_ms_batch1"] <= figures["p99_ms_batch1"]
+    assert figures["recs_per_s_batched"] > 0 and figures["baseline_bare_decoder_p50_ms"] > 0
+    assert isinstance(figures["meets_p99"], bool) and isinstance(figures["meets_throughput"], bool)

@@ -1,0 +1,231 @@
+"""The promotion gate, the pipeline's last step: the new model (candidate) and the current
+`champion` are scored on the same split with the same code; the candidate is registered and the
+`champion` alias moves to it only when it wins by the configured margin. Decision, figures and
+reason go to MLflow (tags on the model version and the parent run) and to a Markdown report.
+
+Scoring is evaluation's: constrained beam search over each model's own catalogue trie (paper
+§4.1.1) and Recall/NDCG at SID level (an item sharing a SID counts as that SID). A retrained model
+may have other SIDs and another catalogue than the champion, so each model maps the split's item
+ids through its own catalogue; history items a model does not know are left out of its prompt and
+a target it does not know is a miss. SASRec's figure comes from the baselines artifact, on the
+same samples.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .config import StageConfig
+
+log = logging.getLogger(__name__)
+
+KIND = "promotion"
+NOT_IN_CATALOGUE = "<not in catalogue>"
+
+
+class PromoteConfig(StageConfig):
+    metric: str = Field("recall@10", description="recall@K or ndcg@K the models are compared on (K <= num_beams)")
+    margin: float = Field(0.005, ge=0, description="champion moves when candidate - champion > margin (absolute)")
+    split: Literal["valid", "test"] = "test"
+    max_samples: int = Field(0, ge=0, description="score the first N samples of the split (0 = all)")
+    mode: Literal["direct", "thinking"] = "direct"
+    num_beams: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    require_beat_sasrec: bool = Field(False, description="also require the candidate to beat SASRec")
+    champion_alias: str = "champion"
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if not re.fullmatch(r"(recall|ndcg)@[1-9]\d*", v):
+            raise ValueError(f"metric must be recall@K or ndcg@K, got {v!r}")
+        return v
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    candidate: dict
+    champion: dict | None = None
+    champion_version: str | None = None
+    sasrec: dict | None = None
+    margin: float = 0.0
+    samples: int = 0
+    version: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "promoted" if self.promote else "kept as candidate"
+
+    def tags(self) -> dict[str, str]:
+        fig = lambda m: "none" if m is None else f"{m[self.metric]:.4f}"  # noqa: E731
+        return {"promotion.decision": self.label, "promotion.reason": self.reason, "promotion.metric": self.metric,
+                "promotion.candidate": fig(self.candidate), "promotion.champion": fig(self.champion),
+                "promotion.champion_version": self.champion_version or "none", "promotion.sasrec": fig(self.sasrec),
+                "promotion.margin": str(self.margin), "promotion.samples": str(self.samples)}
+
+    def markdown(self) -> str:
+        k = self.metric.split("@")[1]
+        rows = [("candidate" + (f" (v{self.version})" if self.version else ""), self.candidate),
+                (f"champion (v{self.champion_version})" if self.champion else "champion (none yet)", self.champion),
+                ("SASRec", self.sasrec)]
+        lines = [f"# Promotion gate: {self.label}", "", f"**Reason:** {self.reason}", "",
+                 f"Scored on {self.samples} samples, margin {self.margin} on {self.metric}.", "",
+                 f"| model | recall@{k} | ndcg@{k} |", "|---|---|---|"]
+        for name, m in rows:
+            cells = ["n/a", "n/a"] if m is None else [f"{m[f'recall@{k}']:.4f}", f"{m[f'ndcg@{k}']:.4f}"]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        return "\n".join(lines) + "\n"
+
+
+def decide(config: PromoteConfig, candidate: dict, champion: dict | None, sasrec: dict | None,
+           champion_version: str | None = None) -> tuple[bool, str]:
+    metric, margin = config.metric, config.margin
+    cand = candidate[metric]
+    if config.require_beat_sasrec and sasrec is not None and cand <= sasrec[metric]:
+        return False, f"candidate {metric} {cand:.4f} does not beat SASRec's {sasrec[metric]:.4f}"
+    if champion is None:
+        return True, f"no champion yet: the candidate ({metric} {cand:.4f}) becomes champion"
+    champ = champion[metric]
+    diff = cand - champ
+    if diff > margin:
+        return True, (f"candidate {metric} {cand:.4f} beats champion v{champion_version}'s {champ:.4f} by "
+                      f"{diff:.4f} > margin {margin}")
+    return False, (f"candidate {metric} {cand:.4f} does not beat champion v{champion_version}'s {champ:.4f} "
+                   f"by more than the margin {margin} (difference {diff:+.4f})")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def score(recommender, samples, config: PromoteConfig, ks=None, desc: str = "model") -> dict:
+    """Recall/NDCG@K of a Recommender on `samples` (history, target), at SID level (see module doc)."""
+    from .metrics import rank_metrics
+
+    ks = ks or sorted({1, 5, 10, int(config.metric.split("@")[1])})
+    known = recommender.sid_by_item
+    histories = [[h for h in hist if h in known] for hist in samples["history"]]
+    targets = [known.get(t, NOT_IN_CATALOGUE) for t in samples["target"]]
+    keep = [i for i, h in enumerate(histories) if h]
+    ranked = [[] for _ in histories]
+    if keep:
+        got, _ = recommender.rank([histories[i] for i in keep], max(config.num_beams, max(ks)), config.mode,
+                                  progress=True)
+        for i, r in zip(keep, got):
+            ranked[i] = [s for s, _ in r]
+    out = rank_metrics(ranked, targets, ks, valid=set(recommender.items_of_sid))
+    out["unknown_targets"] = float(sum(t == NOT_IN_CATALOGUE for t in targets))
+    out["unknown_history_items"] = float(sum(len(h) for h in samples["history"]) - sum(len(h) for h in histories))
+    log.info("promotion: %s %s", desc, {k: round(v, 4) for k, v in out.items()})
+    return out
+
+
+def sasrec_metrics(baselines_dir, split: str, n: int, ks) -> dict | None:
+    """SASRec's metrics on the first `n` samples of `split` from a baselines artifact (None if absent)."""
+    import pyarrow.parquet as pq
+
+    from .metrics import rank_metrics
+
+    path = baselines_dir / "predictions.parquet"
+    if not path.exists():
+        return None
+    df = pq.read_table(path).to_pandas()
+    df = df[(df["baseline"] == "sasrec") & (df["split"] == split)].sort_values("sample").head(n)
+    if df.empty:
+        return None
+    return rank_metrics([list(r) for r in df["ranked"]], list(df["target"]), ks)
+
+
+def load_champion(tracking_uri: str, name: str, alias: str):
+    """(version, Recommender) of `name@alias`, or None when there is no such model or alias."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+    local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, tracking_uri=tracking_uri)
+    model = mlflow.pyfunc.load_model(local)
+    return version, model.unwrap_python_model().recommender
+
+
+# ----------------------------------------------------------------------------- the step
+
+def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str, evaluation_uri: str,
+         baselines_uri: str, tracking_uri: str, parent_run_id: str, model_name: str,
+         candidate_alias: str = "candidate") -> Decision:
+    """Score, register, gate; headline metrics of the evaluation onto the parent run, which is closed.
+
+    `package_uri` is where the packaged MLflow model lies (s3:// on a cluster), registered as is;
+    `package_path` is the same artifact readable here.
+    """
+    from .artifacts import open_artifact
+    from .config import section
+    from .dataset import KIND as DATASET_KIND
+    from .dataset import read_samples
+    from .evaluation.score import flat_metrics
+    from .serving.package import KIND as PACKAGE_KIND
+    from .serving.pyfunc import BUNDLE
+    from .serving.recommender import Recommender
+
+    config = PromoteConfig.build(section(config_json, "promote"), source="config_json [promote]")
+    package = open_artifact(package_path, kind=PACKAGE_KIND)
+    dataset = open_artifact(dataset_uri, kind=DATASET_KIND)
+    samples = read_samples(dataset.path, config.split)
+    if config.max_samples:
+        samples = samples.head(config.max_samples)
+    if samples.empty:
+        raise ValueError(f"{dataset.uri}: split {config.split!r} has no samples to score the candidate on")
+    ks = sorted({1, 5, 10, int(config.metric.split("@")[1])})
+    candidate = score(Recommender.load(package.path / "artifacts" / BUNDLE), samples, config, ks, "candidate")
+    sasrec = sasrec_metrics(open_artifact(baselines_uri).path, config.split, len(samples), ks) if baselines_uri else None
+    champion = champion_version = None
+    if tracking_uri:
+        found = load_champion(tracking_uri, model_name, config.champion_alias)
+        if found is not None:
+            champion_version = found[0].version
+            champion = score(found[1], samples, config, ks, f"champion v{champion_version}")
+    promote, reason = decide(config, candidate, champion, sasrec, champion_version)
+    decision = Decision(promote, reason, config.metric, candidate, champion, champion_version, sasrec,
+                        config.margin, len(samples))
+    if not (tracking_uri and parent_run_id):
+        decision.reason += " (tracking off: nothing registered)"
+        decision.promote = False
+        return decision
+
+    import mlflow
+
+    from .registry import register_model
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    evaluation = open_artifact(evaluation_uri) if evaluation_uri else None
+    for key, value in (flat_metrics(evaluation) if evaluation else {}).items():
+        client.log_metric(parent_run_id, key, float(value))
+    for who, m in (("candidate", candidate), ("champion", champion), ("sasrec", sasrec)):
+        for key in (m or {}):
+            if "@" in key:
+                client.log_metric(parent_run_id, f"promotion_{who}_{key.replace('@', '_')}", float(m[key]))
+    client.set_tag(parent_run_id, "output.mlflow_model.uri", package_uri)
+    if evaluation:
+        client.set_tag(parent_run_id, "output.evaluation.uri", evaluation.uri)
+    registered = register_model(tracking_uri, parent_run_id, package_uri, model_name, alias=candidate_alias,
+                                tags={"digest": package.manifest["digest"], **decision.tags()})
+    decision.version = str(registered["version"])
+    if promote:
+        client.set_registered_model_alias(model_name, config.champion_alias, decision.version)
+    for key, value in {**decision.tags(), "promotion.version": decision.version}.items():
+        client.set_tag(parent_run_id, key, value[:5000])
+    client.log_text(parent_run_id, decision.markdown(), "promotion/decision.md")
+    client.set_terminated(parent_run_id, "FINISHED")
+    log.info("promotion: version %s %s: %s", decision.version, decision.label, reason)
+    return decision
