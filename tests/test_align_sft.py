@@ -139,10 +139,21 @@ def test_prompts_filling_max_length_are_dropped_not_trained_on(tmp_path):
         build_trainer(TINY, [long], None, opts(max_length=48), tmp_path)
 
 
+def test_evaluation_off_trains_without_early_stopping(tmp_path):
+    """eval_strategy 'no' with validation records and the default patience: no early stopping to crash on."""
+    from transformers import EarlyStoppingCallback
+
+    trainer, _ = build_trainer(TINY, planted(), planted()[:2], opts(eval_strategy="no", max_steps=1), tmp_path,
+                               sid_tokens=sidlib.vocabulary(LEVELS, CODES), early_stopping_task="title_to_sid")
+    assert trainer.args.eval_strategy == "no" and trainer.args.metric_for_best_model is None
+    assert not any(isinstance(cb, EarlyStoppingCallback) for cb in trainer.callback_handler.callbacks)
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
 def test_length_grouped_batches_reach_the_trainer(tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: F401  (the sampler this selects)
 
-    from sidreasoner_core.align.config import SFTOptions
     from sidreasoner_core.training.sft import make_sft_config
 
     assert make_sft_config(SFTOptions(), tmp_path, None, False).train_sampling_strategy == "random"

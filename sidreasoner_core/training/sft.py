@@ -349,7 +349,7 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
     ckpt_dir = out_dir / CHECKPOINTS
     args = make_sft_config(opts, ckpt_dir, metric, bool(eval_by_task))
     cbs = list(callbacks)
-    if metric and opts.early_stopping_patience:
+    if args.metric_for_best_model and opts.early_stopping_patience:  # not when evaluation is off
         cbs.append(_early_stopping(opts.early_stopping_patience))
 
     Trainer = _trainer_class()
