@@ -54,6 +54,14 @@ def _is_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
+def _device_needs(device: str, section: str) -> list[Need]:
+    """A CUDA device and one GPU when the section's `device` asks for CUDA."""
+    if not _is_cuda(device):
+        return []
+    why = f"{section}.device: {device}"
+    return [Need("cuda", True, why), Need("gpus", 1, why)]
+
+
 def _local_data_file(path: str) -> bool:
     return "://" not in path and not Path(path).is_absolute()
 
@@ -77,9 +85,7 @@ def needs(function: str, config: dict) -> list[Need]:
     if function == "data_op":  # the only step that opens the object store itself (data_uri=s3://...)
         out += [Need("env", v, "data_uri on the object store") for v in OBJECT_STORE_ENV]
     elif function == "sids_op":
-        cfg = _stage(config, "sids")
-        if _is_cuda(cfg.device):
-            out += [Need("cuda", True, f"sids.device: {cfg.device}"), Need("gpus", 1, f"sids.device: {cfg.device}")]
+        out += _device_needs(_stage(config, "sids").device, "sids")
     elif function == "enrich_op":
         cfg = _stage(config, "enrich")
         if cfg.teacher == "openai":
@@ -114,13 +120,9 @@ def needs(function: str, config: dict) -> list[Need]:
                 if cfg.vllm_mode == "colocate":
                     out += [Need("cuda", True, "grpo.use_vllm (colocate)"), Need("gpus", 1, "grpo.use_vllm (colocate)")]
     elif function == "evaluate_op":
-        cfg = _stage(config, "evaluate")
-        if _is_cuda(cfg.device):
-            out += [Need("cuda", True, f"evaluate.device: {cfg.device}"), Need("gpus", 1, f"evaluate.device: {cfg.device}")]
+        out += _device_needs(_stage(config, "evaluate").device, "evaluate")
     elif function == "baselines_op":
-        cfg = _stage(config, "baselines")
-        if _is_cuda(cfg.device):
-            out += [Need("cuda", True, f"baselines.device: {cfg.device}"), Need("gpus", 1, f"baselines.device: {cfg.device}")]
+        out += _device_needs(_stage(config, "baselines").device, "baselines")
     return out
 
 

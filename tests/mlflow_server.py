@@ -43,19 +43,24 @@ class MlflowServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0, path: str = "/health",
+                 log_path: Path | None = None) -> None:
+    """Poll `url + path` until it answers 200; fail at once if the server process exits (with its log's tail)."""
+    def tail() -> str:
+        return "\n" + log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+            raise RuntimeError(f"server at {url} exited with {proc.returncode}{tail()}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as resp:
                 if resp.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.3)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout_s}s")
+    raise TimeoutError(f"{url}{path} not up after {timeout_s}s{tail()}")
 
 
 def start_mlflow_server(workdir: Path, s3_endpoint: str, bucket: str = ARTIFACT_BUCKET,

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,7 +18,7 @@ import mlflow
 import pytest
 
 from conftest import free_port
-from mlflow_server import mlflow_server, stop  # noqa: F401
+from mlflow_server import mlflow_server, stop, wait_healthy  # noqa: F401
 from serving_helpers import eval_model_dir, eval_sids, served_model_dir, test_histories  # noqa: F401
 
 
@@ -52,25 +51,10 @@ def served(champion, mlflow_server, tmp_path_factory):  # noqa: F811
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ping(url, proc, log_path)
+        wait_healthy(url, proc, timeout_s=180, path="/ping", log_path=log_path)
         yield url
     finally:
         stop(proc)
-
-
-def _wait_ping(url, proc, log_path, timeout_s=180):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/ping not up after {timeout_s}s:\n{log_path.read_text()[-3000:]}")
 
 
 def _post(url, body):
