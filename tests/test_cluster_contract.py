@@ -28,7 +28,7 @@ def test_task_gets_what_its_code_needs(preset, pipeline, placement):
 def test_every_task_of_the_pipeline_is_covered():
     functions = {p.function for p in contract.placements()}
     assert {"data_op", "sids_op", "enrich_op", "align_op", "coldstart_op", "grpo_op", "evaluate_op",
-            "baselines_op", "finish_op", "start_tracking_op"} <= functions
+            "baselines_op", "package_op", "promote_op", "start_tracking_op"} <= functions
     assert all(p.image in images.IMAGES for y in COMPILED for p in contract.placements(y))
 
 
