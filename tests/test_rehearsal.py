@@ -33,7 +33,7 @@ def test_every_task_of_the_cluster_pipeline_passes(cluster_report):
     proc, report = cluster_report
     tasks = {t["display"]: t for t in report["tasks"]}
     assert {"start-tracking", "data", "semantic-ids", "teacher-enrichment", "sid-alignment", "cold-start", "grpo",
-            "baselines", "evaluation", "register-model"} <= set(tasks)
+            "baselines", "evaluation", "package-model", "promotion-gate"} <= set(tasks)
     failed = {n: t["message"] for n, t in tasks.items() if t["status"] != "pass"}
     assert not failed and report["passed"], failed
     assert proc.returncode == 0 and "PASSED" in proc.stdout
