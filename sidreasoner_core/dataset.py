@@ -43,6 +43,11 @@ def read_items(dataset_dir: Path) -> pd.DataFrame:
     return pq.read_table(Path(dataset_dir) / ITEMS_FILE).to_pandas()
 
 
+def item_titles(items: pd.DataFrame) -> dict[str, str]:
+    """item id -> title ("" when missing) of an items table."""
+    return dict(zip(items["item_id"].astype(str), items["title"].fillna("").astype(str)))
+
+
 def read_samples(dataset_dir: Path, split: str | None = None) -> pd.DataFrame:
     df = pq.read_table(Path(dataset_dir) / SAMPLES_FILE).to_pandas()
     df["history"] = df["history"].map(list)

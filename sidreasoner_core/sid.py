@@ -204,6 +204,11 @@ class SIDTable:
             out.setdefault(sid, item)
         return out
 
+    @property
+    def shared_items(self) -> int:
+        """Items whose SID another item already has (the collisions kept)."""
+        return len(self.sid_by_item) - len(self.item_by_sid)
+
     @functools.cached_property
     def catalogue(self) -> Catalogue:
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..artifacts import Artifact, ArtifactError, open_artifact
-from ..dataset import SAMPLES_FILE, read_items, read_samples
+from ..dataset import SAMPLES_FILE, item_titles, read_items, read_samples
 from ..sid import SIDTable, read_sid_table
 from .config import EvaluateConfig, resolve_device
 from .errors import EvaluationError
@@ -37,11 +37,11 @@ class EvalModel:
     trie: Any   # decoding.constrained.SIDTrie over the catalogue's SIDs
 
 
-def sid_table(dataset: Artifact, sids: Artifact | None) -> SIDTable:
-    """The sids artifact's table, or the dataset's reference SIDs when none is given."""
+def sid_table(dataset: Artifact, sids: Artifact | None, items: pd.DataFrame | None = None) -> SIDTable:
+    """The sids artifact's table, or the dataset's reference SIDs (`items`: its items table, if read)."""
     if sids is not None:
         return read_sid_table(sids.path)
-    items = read_items(dataset.path)
+    items = read_items(dataset.path) if items is None else items
     items = items[items["reference_sid"].notna()]
     source = f"{dataset.uri}/items.parquet (reference_sid)"
     if items.empty:
@@ -61,14 +61,13 @@ def history_sids(df: pd.DataFrame, sid_by_item: dict[str, str], source: str) -> 
 
 
 def load_data(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None) -> EvalData:
-    table = sid_table(dataset, sids)
+    items = read_items(dataset.path)
+    table = sid_table(dataset, sids, items)
     samples = read_samples(dataset.path, config.split)
     if samples.empty:
         raise EvaluationError(f"{dataset.uri}: split {config.split!r} has no samples")
     hist = history_sids(samples, table.sid_by_item, f"{dataset.uri}/{SAMPLES_FILE}[{config.split}]")
-    items = read_items(dataset.path)
-    titles = dict(zip(items["item_id"].astype(str), items["title"].fillna("").astype(str)))
-    return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]], titles)
+    return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]], item_titles(items))
 
 
 def resolve_model(model_uri: str) -> Path:

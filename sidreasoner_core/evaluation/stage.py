@@ -58,7 +58,7 @@ def _info(config: EvaluateConfig, model_uri: str, data: EvalData, model: EvalMod
           scores: Scores, wall: float) -> dict[str, str]:
     """The report's run description."""
     n = len(data.samples)
-    shared = len(data.table) - len(data.table.item_by_sid)
+    shared = data.table.shared_items
     thinking = scores.metrics.get("thinking")
     closing = ({"thinking mode": f"the model closed </think> itself in {1 - thinking['forced_close_rate']:.0%} of "
                                  f"traces (forced close {thinking['forced_close_rate']:.0%}); mean "
@@ -92,7 +92,7 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
            wall: float) -> Artifact:
     """Evaluation step 4, report: predictions, metrics and the Markdown/HTML report as one artifact."""
     rows, bon_rows = prediction_rows(decoded, data)
-    shared = len(data.table) - len(data.table.item_by_sid)
+    shared = data.table.shared_items
     notes = []
     if shared:
         notes.append(f"{shared} items share a SID with another item; the model is scored at SID level "

@@ -23,13 +23,12 @@ KIND = "mlflow_model"
 
 def catalogue_rows(dataset: Artifact, sids: Artifact) -> list[dict]:
     """item_id, title, sid of every item of the sids artifact, titles from the dataset."""
-    from ..dataset import read_items
+    from ..dataset import item_titles, read_items
     from ..sid import read_sid_table
 
     sid_by_item = read_sid_table(sids.path).sid_by_item
-    items = read_items(dataset.path)
-    titles = dict(zip(items["item_id"].astype(str), items["title"]))
-    return [{"item_id": item, "title": titles.get(item) or "", "sid": sid} for item, sid in sorted(sid_by_item.items())]
+    titles = item_titles(read_items(dataset.path))
+    return [{"item_id": item, "title": titles.get(item, ""), "sid": sid} for item, sid in sorted(sid_by_item.items())]
 
 
 def requirements() -> list[str]:
