@@ -7,12 +7,14 @@ from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def data_op(data_uri: str, config_json: str, dataset: Output[Dataset], stats: Output[Metrics],
-            category: str = "", tracking_uri: str = "", parent_run_id: str = ""):
-    """Data stage: raw or processed reviews -> items.parquet + samples.parquet."""
+def data_op(raw: Input[Dataset], fingerprint: str, config_json: str, dataset: Output[Dataset],
+            stats: Output[Metrics], category: str = "", tracking_uri: str = ""):
+    """Data stage: raw or processed reviews (`raw`, imported from the run's data_uri) -> items.parquet +
+    samples.parquet. `fingerprint` (of the input's listing) is in the cache key only: new data under
+    the same URI is never served from cache."""
     from sidreasoner_core.data.stage import step
 
-    metrics = step(config_json, data_uri, dataset.path, tracking_uri, parent_run_id, category=category or None)
+    metrics = step(config_json, raw.uri, dataset.path, tracking_uri, "", category=category or None)
     for name, value in metrics.items():
         stats.log_metric(name, value)
 

@@ -7,7 +7,7 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def enrich_op(dataset: Input[Dataset], sids: Input[Dataset], config_json: str, corpus: Output[Dataset],
               metrics: Output[Metrics], teacher_base_url: str = "", teacher_model: str = "",
-              tracking_uri: str = "", parent_run_id: str = ""):
+              tracking_uri: str = ""):
     """Teacher enrichment (paper §3.2.3): item paragraphs + user reasoning traces -> corpus artifact.
 
     The teacher's API key is read from the env var named by `enrich.api_key_env` (on the
@@ -15,7 +15,7 @@ def enrich_op(dataset: Input[Dataset], sids: Input[Dataset], config_json: str, c
     """
     from sidreasoner_core.enrich.stage import step
 
-    values = step(config_json, dataset.path, sids.path, corpus.path, tracking_uri, parent_run_id,
+    values = step(config_json, dataset.path, sids.path, corpus.path, tracking_uri, "",
                   base_url=teacher_base_url or None, model=teacher_model or None)
     for name, value in values.items():
         metrics.log_metric(name, value)

@@ -6,12 +6,12 @@ from components.images import CPU_IMAGE, TRAINER_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def baselines_op(dataset: Input[Dataset], config_json: str, baselines: Output[Model], metrics: Output[Metrics],
-                 tracking_uri: str = "", parent_run_id: str = ""):
+                 tracking_uri: str = ""):
     """Baselines (paper §4.1): most-popular and SASRec trained on train, early-stopped on valid,
     scored on valid/test with the shared metric code (`sidreasoner_core.metrics`); test metrics to KFP Metrics."""
     from sidreasoner_core.evaluation.baselines.stage import step_baselines
 
-    values = step_baselines(config_json, dataset.path, baselines.path, tracking_uri, parent_run_id)
+    values = step_baselines(config_json, dataset.path, baselines.path, tracking_uri)
     for name, value in values.items():
         metrics.log_metric(name, value)
 
@@ -20,7 +20,7 @@ def baselines_op(dataset: Input[Dataset], config_json: str, baselines: Output[Mo
 def evaluate_op(dataset: Input[Dataset], config_json: str, evaluation: Output[Dataset], metrics: Output[Metrics],
                 report: Output[Markdown], report_html: Output[HTML], sids: Input[Dataset] = None,
                 model: Input[Model] = None, baselines: Input[Model] = None, model_ref: str = "",
-                tracking_uri: str = "", parent_run_id: str = ""):
+                tracking_uri: str = ""):
     """Evaluation (paper §4.1): constrained full-catalogue beam search (direct and thinking mode),
     Recall/NDCG@K, best-of-N, baselines on the same samples, Markdown/HTML report.
     The model is the `model` artifact, or `model_ref` (any model reference) when given;
@@ -33,7 +33,7 @@ def evaluate_op(dataset: Input[Dataset], config_json: str, evaluation: Output[Da
     if not model_uri:
         raise ValueError("evaluate_op needs a `model` artifact or a `model_ref`")
     values = step(config_json, dataset.path, sids.path if sids is not None else "", model_uri,
-                  baselines.path if baselines is not None else "", evaluation.path, tracking_uri, parent_run_id)
+                  baselines.path if baselines is not None else "", evaluation.path, tracking_uri)
     for name, value in values.items():
         metrics.log_metric(name, value)
     shutil.copyfile(f"{evaluation.path}/{REPORT_MD}", report.path)

@@ -18,11 +18,13 @@ def package_op(model: Input[Model], dataset: Input[Dataset], sids: Input[Dataset
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def promote_op(served_model: Input[Model], dataset: Input[Dataset], evaluation: Input[Dataset],
                baselines: Input[Model], config_json: str, metrics: Output[Metrics], decision: Output[Markdown],
-               tracking_uri: str, parent_run_id: str, model_name: str = "sidreasoner", alias: str = "candidate"):
+               tracking_uri: str, model_name: str = "sidreasoner", alias: str = "candidate"):
     """Promotion gate: candidate vs the current champion (and SASRec) on the same split; registers the
     candidate from its artifact URI and moves `champion` only on a win by the configured margin."""
     from sidreasoner_core.promotion import step
+    from sidreasoner_core.tracking import resolve_parent_run_id
 
+    parent_run_id = resolve_parent_run_id(tracking_uri)  # from the run id in the env, not a parameter
     result = step(config_json, served_model.uri, served_model.path, dataset.path, evaluation.path, baselines.path,
                   tracking_uri, parent_run_id, model_name, alias)
     with open(decision.path, "w") as f:

@@ -6,10 +6,10 @@ from components.images import TRAINER_IMAGE
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def sids_op(dataset: Input[Dataset], config_json: str, sids: Output[Dataset], metrics: Output[Metrics],
-            tracking_uri: str = "", parent_run_id: str = ""):
+            tracking_uri: str = ""):
     """Semantic IDs: item texts -> embeddings -> RQ-VAE -> collision-free SIDs (or the dataset's index)."""
     from sidreasoner_core.sids.stage import step
 
-    values = step(config_json, dataset.path, sids.path, tracking_uri, parent_run_id)
+    values = step(config_json, dataset.path, sids.path, tracking_uri)
     for name, value in values.items():
         metrics.log_metric(name, value)

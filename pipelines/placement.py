@@ -35,28 +35,33 @@ PLATFORM_CONFIG_KEYS = {
 }
 
 
-def gpu_training(task: PipelineTask, accelerator_type: str = GPU_RESOURCE, count: int = 1,
-                 node_selector: Optional[Mapping[str, str]] = None,
-                 tolerations: Optional[Iterable[Mapping]] = None,
-                 shm_size: Optional[str] = "16Gi", cpu: Optional[str] = None,
-                 memory: Optional[str] = None) -> PipelineTask:
+def gpu_training(task: PipelineTask, accelerator_type=GPU_RESOURCE, count=1,
+                 node_selector=None, tolerations: Optional[Iterable[Mapping]] = None,
+                 shm_size: Optional[str] = "16Gi", cpu: str = "8", memory: str = "64Gi") -> PipelineTask:
     """Place a training/rollout step on GPU nodes.
 
-    Requests `count` accelerators of `accelerator_type`, pins the pod with `node_selector`
-    (default: nodes with an NVIDIA GPU) and tolerates `tolerations` (default: the GPU taint).
-    Mounts a memory-backed emptyDir on /dev/shm: PyTorch dataloaders, NCCL and vLLM need more
-    than the 64 MiB a container gets by default. Pass `{}`/`()` to skip selector/tolerations.
+    Requests `count` accelerators of `accelerator_type` (ints/strings, or pipeline parameters:
+    KFP resolves them when the pod is made), pins the pod with `node_selector` (a dict, or a
+    pipeline parameter holding one; default: nodes with an NVIDIA GPU) and tolerates
+    `tolerations` (default: the GPU taint). CPU and memory requests equal their limits (the pod
+    is Guaranteed, never the first evicted). Mounts a memory-backed emptyDir on /dev/shm:
+    PyTorch dataloaders, NCCL and vLLM need more than the 64 MiB a container gets by default;
+    it counts against the memory limit, so it must fit well inside it. Pass `{}`/`()` to skip
+    selector/tolerations.
     """
-    if count < 1:
+    if isinstance(count, int) and count < 1:
         raise ValueError(f"gpu_training: count must be >= 1, got {count}")
+    if shm_size and quantity(shm_size) > quantity(memory) // 2:
+        raise ValueError(f"gpu_training: /dev/shm {shm_size} must be at most half the memory limit {memory} "
+                         "(a memory-backed emptyDir counts against it)")
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
-    if cpu:
-        task.set_cpu_request(cpu).set_cpu_limit(cpu)
-    if memory:
-        task.set_memory_request(memory).set_memory_limit(memory)
+    requests_equal_limits(task, cpu, memory)
     selector = DEFAULT_GPU_NODE_SELECTOR if node_selector is None else node_selector
-    for key, value in selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    if isinstance(selector, Mapping):
+        for key, value in selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    else:  # a pipeline parameter (dict) chosen per run
+        kubernetes.add_node_selector_json(task, selector)
     for tol in (DEFAULT_GPU_TOLERATIONS if tolerations is None else tolerations):
         unknown = set(tol) - {"key", "operator", "value", "effect", "toleration_seconds"}
         if unknown:
@@ -68,9 +73,26 @@ def gpu_training(task: PipelineTask, accelerator_type: str = GPU_RESOURCE, count
     return task
 
 
+def requests_equal_limits(task: PipelineTask, cpu: str, memory: str) -> PipelineTask:
+    """Request (and cap at) `cpu` cores and `memory`: requests equal to limits make the pod Guaranteed."""
+    return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+
+
 def cpu_resources(task: PipelineTask, cpu: str = "2", memory: str = "8Gi") -> PipelineTask:
     """Request (and cap at) `cpu` cores and `memory` for a CPU step."""
-    return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    return requests_equal_limits(task, cpu, memory)
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def quantity(value: str) -> int:
+    """Bytes of a Kubernetes memory quantity ("16Gi", "512M", "1024")."""
+    text = str(value)
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return int(float(text[:-len(unit)]) * _UNITS[unit])
+    return int(text)
 
 
 def remote_service(task: PipelineTask, num_retries: int = 3, backoff_duration: str = "30s",
@@ -112,3 +134,15 @@ def caching(task: PipelineTask, enabled: bool = True, cache_key: Optional[str] =
 def timeout(task: PipelineTask, seconds: int) -> PipelineTask:
     """Kill the step's pod after `seconds` (a hung rollout or API call must not hold GPUs forever)."""
     return kubernetes.set_timeout(task, seconds)
+
+
+# The KFP run id is a label of every pod of a run; the downward API hands it to the step as an env var.
+RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
+
+
+def run_id_env(task: PipelineTask) -> PipelineTask:
+    """Give the step its pipeline run id as `SIDREASONER_RUN_ID` (never as a parameter: parameters are
+    part of KFP's cache key, and a per-run value in it makes every lookup miss)."""
+    from sidreasoner_core.run_context import RUN_ID_ENV
+
+    return kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_FIELD_PATH)
