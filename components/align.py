@@ -12,6 +12,7 @@ def align_op(dataset: Input[Dataset], sids: Input[Dataset], corpus: Input[Datase
     and GSM8K accuracy before/after. num_gpus > 1 in the config launches accelerate (DeepSpeed).
     `base_model` is the imported base model (its URI is the model reference)."""
     from sidreasoner_core.align.stage import step
+    from sidreasoner_core.kfp_metrics import log_metrics
     from sidreasoner_core.lineage import model_ref
     from sidreasoner_core.run_config import check_stage_gpus
 
@@ -19,5 +20,4 @@ def align_op(dataset: Input[Dataset], sids: Input[Dataset], corpus: Input[Datase
     values = step(config_json, dataset.path, sids.path, corpus.path if corpus else "", aligned_model.path,
                   model_ref=model_ref(base_model.uri), tracking_uri=tracking_uri,
                   max_steps=max_steps or None)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)

@@ -13,16 +13,16 @@ def data_op(raw: Input[Dataset], fingerprint: str, config_json: str, dataset: Ou
     samples.parquet. `fingerprint` (of the input's listing) is in the cache key only: new data under
     the same URI is never served from cache."""
     from sidreasoner_core.data.stage import step
+    from sidreasoner_core.kfp_metrics import log_metrics
 
     metrics = step(config_json, raw.uri, dataset.path, tracking_uri, "", category=category or None)
-    for name, value in metrics.items():
-        stats.log_metric(name, value)
+    log_metrics(stats, metrics)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def merge_datasets_op(datasets: Input[List[Dataset]], merged: Output[Dataset], stats: Output[Metrics]):
     """Cross-domain: several categories' datasets -> one dataset (one SID space)."""
     from sidreasoner_core.data.merge import step
+    from sidreasoner_core.kfp_metrics import log_metrics
 
-    for name, value in step([d.path for d in datasets], merged.path).items():
-        stats.log_metric(name, value)
+    log_metrics(stats, step([d.path for d in datasets], merged.path))

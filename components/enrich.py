@@ -14,8 +14,8 @@ def enrich_op(dataset: Input[Dataset], sids: Input[Dataset], config_json: str, c
     cluster: a Kubernetes secret mounted as env by the pipeline); it is never a parameter.
     """
     from sidreasoner_core.enrich.stage import step
+    from sidreasoner_core.kfp_metrics import log_metrics
 
     values = step(config_json, dataset.path, sids.path, corpus.path, tracking_uri, "",
                   base_url=teacher_base_url or None, model=teacher_model or None)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)

@@ -10,10 +10,10 @@ def baselines_op(dataset: Input[Dataset], config_json: str, baselines: Output[Mo
     """Baselines (paper §4.1): most-popular and SASRec trained on train, early-stopped on valid,
     scored on valid/test with the shared metric code (`sidreasoner_core.metrics`); test metrics to KFP Metrics."""
     from sidreasoner_core.evaluation.baselines.stage import step_baselines
+    from sidreasoner_core.kfp_metrics import log_metrics
 
     values = step_baselines(config_json, dataset.path, baselines.path, tracking_uri)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
@@ -28,13 +28,13 @@ def evaluate_op(dataset: Input[Dataset], config_json: str, evaluation: Output[Da
     import shutil
 
     from sidreasoner_core.evaluation.stage import REPORT_HTML, REPORT_MD, step
+    from sidreasoner_core.kfp_metrics import log_metrics
 
     model_uri = model_ref or (model.path if model is not None else "")
     if not model_uri:
         raise ValueError("evaluate_op needs a `model` artifact or a `model_ref`")
     values = step(config_json, dataset.path, sids.path if sids is not None else "", model_uri,
                   baselines.path if baselines is not None else "", evaluation.path, tracking_uri)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)
     shutil.copyfile(f"{evaluation.path}/{REPORT_MD}", report.path)
     shutil.copyfile(f"{evaluation.path}/{REPORT_HTML}", report_html.path)

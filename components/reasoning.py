@@ -13,13 +13,13 @@ def coldstart_op(aligned_model: Input[Model], dataset: Input[Dataset], sids: Inp
     from pathlib import Path
 
     from sidreasoner_core.reasoning.stage import CURVES_MD, coldstart_step
+    from sidreasoner_core.kfp_metrics import log_metrics
     from sidreasoner_core.run_config import check_stage_gpus
 
     check_stage_gpus(config_json, "coldstart")
     values = coldstart_step(config_json, aligned_model.path, dataset.path, sids.path, corpus.path, model.path,
                             tracking_uri, "", max_steps=max_steps or None)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)
     shutil.copyfile(Path(model.path) / CURVES_MD, curves.path)
 
 
@@ -32,11 +32,11 @@ def grpo_op(model_in: Input[Model], dataset: Input[Dataset], sids: Input[Dataset
     from pathlib import Path
 
     from sidreasoner_core.reasoning.stage import CURVES_MD, grpo_step
+    from sidreasoner_core.kfp_metrics import log_metrics
     from sidreasoner_core.run_config import check_stage_gpus
 
     check_stage_gpus(config_json, "grpo")
     values = grpo_step(config_json, model_in.path, dataset.path, sids.path, model.path, tracking_uri, "",
                        max_steps=max_steps or None, num_generations=num_generations or None)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)
     shutil.copyfile(Path(model.path) / CURVES_MD, curves.path)

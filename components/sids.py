@@ -9,7 +9,7 @@ def sids_op(dataset: Input[Dataset], config_json: str, sids: Output[Dataset], me
             tracking_uri: str = ""):
     """Semantic IDs: item texts -> embeddings -> RQ-VAE -> collision-free SIDs (or the dataset's index)."""
     from sidreasoner_core.sids.stage import step
+    from sidreasoner_core.kfp_metrics import log_metrics
 
     values = step(config_json, dataset.path, sids.path, tracking_uri)
-    for name, value in values.items():
-        metrics.log_metric(name, value)
+    log_metrics(metrics, values)

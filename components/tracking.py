@@ -38,13 +38,15 @@ def fingerprint_op(data_uri: str) -> str:
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def start_tracking_op(tracking_uri: str, experiment: str, category: str, data_uri: str = "", data_uris: list = []):
+def start_tracking_op(tracking_uri: str, experiment: str, category: str, preset: str, train_gpus: int,
+                      gpu_type: str, data_uri: str = "", data_uris: list = []):
     """Open the MLflow parent run of this pipeline run, named `<category>-<date>`, with the input
-    recorded as its dataset (the runs list's Dataset column)."""
+    recorded as its dataset (the runs list's Dataset column) and the run's hardware as params."""
     from sidreasoner_core.tracking import start_pipeline_tracking
 
     if tracking_uri:
-        start_pipeline_tracking(tracking_uri, experiment, category, [data_uri] if data_uri else list(data_uris))
+        start_pipeline_tracking(tracking_uri, experiment, category, [data_uri] if data_uri else list(data_uris),
+                                params={"preset": preset, "train_gpus": train_gpus, "gpu_type": gpu_type})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

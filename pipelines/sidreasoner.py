@@ -65,13 +65,16 @@ def _place(task, name: str, *, gpus=None, gpu_type=None, node_selector=None, shm
     return task
 
 
-def _start(*, preset, config_json, train_gpus, model_ref, tracking_uri, experiment, category,
+def _start(*, preset, config_json, train_gpus, gpu_type, model_ref, tracking_uri, experiment, category,
            data_uri=None, data_uris=None):
     """The uncached light steps: resolve-config, start-tracking (and the base model's importer)."""
     config = _place(resolve_config_op(preset=preset, config_json=config_json, train_gpus=train_gpus,
                                       model_ref=model_ref), "resolve-config")
     placement.caching(config, enabled=False)  # a changed preset file must change the stages' keys
+    # gpu_type is also a plain input here: kfp 2.17 leaves a channel used only in set_accelerator_type
+    # out of the ExitHandler group's inputs, and the GPU steps then cannot resolve it.
     tracking = start_tracking_op(tracking_uri=tracking_uri, experiment=experiment, category=category,
+                                 preset=preset, train_gpus=train_gpus, gpu_type=gpu_type,
                                  **({"data_uri": data_uri} if data_uri is not None else {"data_uris": data_uris}))
     _place(tracking, "start-tracking")
     placement.with_secrets(tracking)  # lists the input on the object store
@@ -174,7 +177,7 @@ def sidreasoner_pipeline(
     training step (also their process count). Empty/0 knobs take the config's value."""
     with dsl.ExitHandler(_finish(tracking_uri), name="pipeline"):
         config, tracking, base_model = _start(
-            preset=preset, config_json=config_json, train_gpus=train_gpus, model_ref=model_ref,
+            preset=preset, config_json=config_json, train_gpus=train_gpus, gpu_type=gpu_type, model_ref=model_ref,
             tracking_uri=tracking_uri, experiment=experiment, category=category, data_uri=data_uri)
         resolved = config.outputs["config_json"]
         data = _data(data_uri, config_json=resolved, category=category, tracking_uri=tracking_uri, tracking=tracking)
@@ -209,7 +212,7 @@ def cross_domain_pipeline(
 ):
     with dsl.ExitHandler(_finish(tracking_uri), name="pipeline"):
         config, tracking, base_model = _start(
-            preset=preset, config_json=config_json, train_gpus=train_gpus, model_ref=model_ref,
+            preset=preset, config_json=config_json, train_gpus=train_gpus, gpu_type=gpu_type, model_ref=model_ref,
             tracking_uri=tracking_uri, experiment=experiment, category="cross-domain", data_uris=data_uris)
         resolved = config.outputs["config_json"]
         with dsl.ParallelFor(items=data_uris) as uri:

@@ -193,7 +193,7 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
     if tracking_uri:
         found = load_champion(tracking_uri, model_name, config.champion_alias)
         if found is not None:
-            champion_version = found[0].version
+            champion_version = str(found[0].version)
             champion = score(found[1], samples, config, ks, f"champion v{champion_version}")
     promote, reason = decide(config, candidate, champion, sasrec, champion_version)
     decision = Decision(promote, reason, config.metric, candidate, champion, champion_version, sasrec,

@@ -163,10 +163,13 @@ def log_input_listing(tracking_uri: str, run_id: str, uri: str, entries: list[di
                                                        tags=[mlflow.entities.InputTag("mlflow.data.context", context)])])
 
 
-def start_pipeline_tracking(tracking_uri: str, experiment: str, category: str, data_uris: list[str]) -> str:
+def start_pipeline_tracking(tracking_uri: str, experiment: str, category: str, data_uris: list[str],
+                            params: dict | None = None) -> str:
     """Open (or, on a retry, find) the parent run of this process's pipeline run, named
     `<category>-<date>`, and record each input as an MLflow dataset built from its listing, with
     the input's fingerprint as digest. Returns the parent run id."""
+    import mlflow
+
     from .data.fingerprint import digest, listing
     from .run_context import RUN_ID_ENV, pipeline_run_id
 
@@ -175,6 +178,11 @@ def start_pipeline_tracking(tracking_uri: str, experiment: str, category: str, d
         raise RuntimeError(f"{RUN_ID_ENV} is not set: the pipeline sets it on every step (the runner locally)")
     run_id = start_parent_run(tracking_uri, experiment, run_name=parent_run_name(category),
                               tags={KFP_RUN_TAG: kfp_run_id, "category": category})
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    logged = client.get_run(run_id).data.params
+    for key, value in (params or {}).items():
+        if key not in logged:  # a retried step finds them already there
+            client.log_param(run_id, key, value)
     for uri in data_uris:
         entries = listing(uri)
         fp = digest(entries)
