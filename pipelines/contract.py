@@ -194,3 +194,114 @@ def check(config: dict, compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml
     for p in placements(compiled_yaml):
         out += violations(p, needs(p.function, config), repo)
     return out
+
+
+# ---------------------------------------------------------------- cache keys
+
+# Values that differ between runs of the same pipeline; in a cache key they make every lookup miss.
+PER_RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}",
+                        "{{$.pipeline_task_uuid}}", "{{$.pipeline_task_name}}", "{{$.pipeline_job_create_time_utc}}",
+                        "{{$.pipeline_job_schedule_time_utc}}")
+
+
+@dataclass(frozen=True)
+class Origin:
+    kind: str          # "param" | "const" | "task" | "status"
+    value: str         # parameter name, constant text, or producer task name
+    cached: bool = False
+    display: str = ""
+
+
+def _origins(spec: dict) -> list[tuple[str, str, bool, dict[str, list[Origin]], dict]]:
+    """(task, display name, cached, {input: origins}, task spec) for every container/importer task of
+    every DAG, each input traced back through nested DAGs (ExitHandler, ParallelFor) and importers to
+    pipeline parameters, constants or the container task that produced it."""
+    comps = spec["components"]
+    out = []
+
+    def producer_origins(dag: dict, producer: str, key: str, env: dict) -> list[Origin]:
+        task = dag["tasks"][producer]
+        comp = comps[task["componentRef"]["name"]]
+        if "dag" in comp:  # a DAG's output is one of its tasks' outputs
+            sel = comp["dag"].get("outputs", {})
+            picks = (sel.get("artifacts", {}).get(key, {}).get("artifactSelectors")
+                     or [sel.get("parameters", {}).get(key, {}).get("valueFromParameter", {})])
+            inner_env = {n: resolve(dag, v, env) for kind in ("parameters", "artifacts")
+                         for n, v in task.get("inputs", {}).get(kind, {}).items()}
+            found = []
+            for p in picks:
+                sub = p.get("producerSubtask")
+                if sub:
+                    found += producer_origins(comp["dag"], sub, p.get("outputArtifactKey") or p.get("outputParameterKey"),
+                                              inner_env)
+            return found
+        if "executorLabel" in comp and "importer" in spec["deploymentSpec"]["executors"][comp["executorLabel"]]:
+            # an importer (reimport=False) is its URI: trace the URI
+            return [o for v in task.get("inputs", {}).get("parameters", {}).values() for o in resolve(dag, v, env)]
+        cached = bool(task.get("cachingOptions", {}).get("enableCache"))
+        return [Origin("task", producer, cached, task.get("taskInfo", {}).get("name", producer))]
+
+    def resolve(dag: dict, value: dict, env: dict) -> list[Origin]:
+        if "componentInputParameter" in value or "componentInputArtifact" in value:
+            name = value.get("componentInputParameter") or value.get("componentInputArtifact")
+            return env.get(name, [Origin("param", name)])
+        ref = value.get("taskOutputParameter") or value.get("taskOutputArtifact")
+        if ref:
+            return producer_origins(dag, ref["producerTask"], ref.get("outputParameterKey") or ref.get("outputArtifactKey"), env)
+        if "runtimeValue" in value:
+            return [Origin("const", str(value["runtimeValue"].get("constant")))]
+        if "taskFinalStatus" in value:
+            return [Origin("status", value["taskFinalStatus"].get("producerTask", ""))]
+        return [Origin("const", str(value))]
+
+    def walk(dag: dict, env: dict) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            inputs = {n: resolve(dag, v, env) for kind in ("parameters", "artifacts")
+                      for n, v in task.get("inputs", {}).get(kind, {}).items()}
+            comp = comps[task["componentRef"]["name"]]
+            if "dag" in comp:
+                walk(comp["dag"], inputs)
+            else:
+                out.append((name, task.get("taskInfo", {}).get("name", name),
+                            bool(task.get("cachingOptions", {}).get("enableCache")), inputs, task))
+
+    walk(spec["root"]["dag"], {})
+    return out
+
+
+def cache_key_problems(compiled_yaml: str | Path, content_derived: tuple[str, ...] = ()) -> list[str]:
+    """Every input of a cached task that changes from run to run: a per-run placeholder, or the output of
+    an uncached task. `content_derived` names (display names) uncached tasks whose outputs depend on
+    content only (the input's fingerprint, the resolved config): they are uncached so that they are
+    recomputed, and their own inputs are held to the same rule."""
+    spec = next(iter(yaml.safe_load_all(Path(compiled_yaml).read_text())))
+    tasks = _origins(spec)
+    checked = {display for _, display, cached, _, _ in tasks if cached or display in content_derived}
+    env_of = {}
+    for label, ex in spec["deploymentSpec"]["executors"].items():
+        env_of[label] = " ".join(str(e.get("value", "")) for e in ex.get("container", {}).get("env", []))
+    out = []
+    for name, display, cached, inputs, task in tasks:
+        if display not in checked:
+            continue
+        for inp, origins in inputs.items():
+            for o in origins:
+                where = f"{display}: input {inp!r}"
+                if o.kind == "const" and any(p in o.value for p in PER_RUN_PLACEHOLDERS):
+                    out.append(f"{where} is a per-run value ({o.value})")
+                elif o.kind == "task" and not o.cached and o.display not in content_derived:
+                    out.append(f"{where} comes from the uncached task {o.display}")
+                elif o.kind == "status":
+                    out.append(f"{where} is a task's final status")
+        label = spec["components"][task["componentRef"]["name"]].get("executorLabel", "")
+        if any(p in env_of.get(label, "") for p in PER_RUN_PLACEHOLDERS):
+            out.append(f"{display}: its container env holds a per-run value")
+    return out
+
+
+def cached_tasks(compiled_yaml: str | Path) -> list[str]:
+    """Display names of the cached container tasks of a compiled pipeline."""
+    spec = next(iter(yaml.safe_load_all(Path(compiled_yaml).read_text())))
+    comps, execs = spec["components"], spec["deploymentSpec"]["executors"]
+    return sorted(display for _, display, cached, _, task in _origins(spec)
+                  if cached and "container" in execs.get(comps[task["componentRef"]["name"]].get("executorLabel"), {}))

@@ -49,6 +49,9 @@ STEPS = {
     "promotion-gate": ("2", "8Gi", HOUR),
 }
 TRAIN_SHM = "64Gi"
+# Uncached steps whose outputs depend on content only (recomputed each run, so that a new input or an
+# edited preset changes the keys of the cached steps that take them); tests hold them to that.
+CONTENT_DERIVED = ("input-fingerprint", "resolve-config")
 
 
 def _place(task, name: str, *, gpus=None, gpu_type=None, node_selector=None, shm: str | None = None):
