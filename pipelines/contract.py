@@ -132,7 +132,16 @@ def placements(compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml") -> lis
     spec, platform = docs[0], (docs[1] if len(docs) > 1 else {})
     k8s = (platform.get("platforms") or {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     comps, execs = spec["components"], spec["deploymentSpec"]["executors"]
+    defaults = {name: p.get("defaultValue") for name, p in spec["root"].get("inputDefinitions", {})
+                .get("parameters", {}).items()}
     out: list[Placement] = []
+
+    def count(value) -> int:
+        """An accelerator count, or a run parameter's placeholder read at its default value."""
+        text = str(value or 0)
+        if text.startswith("{{$.inputs.parameters['pipelinechannel--"):
+            return int(defaults[text.split("pipelinechannel--", 1)[1].split("'", 1)[0]])
+        return int(text)
 
     def walk(dag: dict) -> None:
         for name, task in dag.get("tasks", {}).items():
@@ -141,12 +150,16 @@ def placements(compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml") -> lis
                 walk(comp["dag"])
                 continue
             label = comp["executorLabel"]
+            if "container" not in execs[label]:  # an importer
+                continue
             container = execs[label]["container"]
             acc = (container.get("resources") or {}).get("accelerator") or {}
             env = {}
             for sec in k8s.get(label, {}).get("secretAsEnv", []):
                 for kv in sec["keyToEnv"]:
                     env[kv["envVar"]] = f"secret/{sec['secretName']}:{kv['secretKey']}"
+            for fp in k8s.get(label, {}).get("fieldPathAsEnv", []):
+                env[fp["name"]] = f"fieldpath/{fp['fieldPath']}"
             for cm in k8s.get(label, {}).get("configMapAsEnv", []):
                 for kv in cm["keyToEnv"]:
                     env[kv["envVar"]] = f"configmap/{cm['configMapName']}:{kv['configMapKey']}"
@@ -154,7 +167,7 @@ def placements(compiled_yaml: str | Path = COMPILED / "sidreasoner.yaml") -> lis
             function = args[args.index("--function_to_execute") + 1] if "--function_to_execute" in args else label
             out.append(Placement(task=name, display=task.get("taskInfo", {}).get("name", name), function=function,
                                  image=container["image"], command=container.get("command", []), args=args,
-                                 gpus=int(acc.get("resourceCount") or acc.get("count") or 0), env=env))
+                                 gpus=count(acc.get("resourceCount") or acc.get("count")), env=env))
 
     walk(spec["root"]["dag"])
     return out

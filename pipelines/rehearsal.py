@@ -34,6 +34,8 @@ from pathlib import Path
 import yaml
 
 from pipelines import contract, images
+from pipelines.placement import RUN_ID_FIELD_PATH
+from sidreasoner_core.training.devices import CPU_STANDIN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +212,43 @@ class Services:
 # ------------------------------------------------------------------ the compiled DAG
 
 def _dag(compiled: Path) -> tuple[dict, dict]:
+    """The pipeline spec and its tasks, flattened: the tasks of the root DAG and of the groups it nests
+    (the ExitHandler's), by name, their inputs naming root parameters; a dependency on a group is a
+    dependency on each of its tasks."""
     spec = next(yaml.safe_load_all(compiled.read_text()))
-    return spec, spec["root"]["dag"]["tasks"]
+    flat, groups = {}, {}
+
+    def add(tasks: dict, env: dict, group_deps: list) -> None:
+        for name, task in tasks.items():
+            t = copy.deepcopy(task)
+            for src in (t.get("inputs", {}).get("parameters") or {}).values():
+                outer = env.get(src.get("componentInputParameter"))
+                if outer is not None:
+                    src.clear()
+                    src.update(copy.deepcopy(outer))
+            t["dependentTasks"] = list(t.get("dependentTasks", [])) + group_deps
+            comp = spec["components"][t["componentRef"]["name"]]
+            if "dag" in comp:
+                groups[name] = list(comp["dag"]["tasks"])
+                add(comp["dag"]["tasks"], t.get("inputs", {}).get("parameters") or {}, t["dependentTasks"])
+            else:
+                flat[name] = t
+
+    add(spec["root"]["dag"]["tasks"], {}, [])
+    for t in flat.values():
+        t["dependentTasks"] = sorted({d2 for d in t["dependentTasks"] for d2 in groups.get(d, [d])})
+    return spec, flat
 
 
-def dag_order(compiled: Path) -> list[contract.Placement]:
-    """Tasks of the root DAG, each after the tasks it depends on."""
+def is_importer(spec: dict, task: dict) -> bool:
+    label = spec["components"][task["componentRef"]["name"]].get("executorLabel", "")
+    return "importer" in spec["deploymentSpec"]["executors"].get(label, {})
+
+
+def dag_order(compiled: Path) -> list[str]:
+    """Task names (importers included), each after the tasks it depends on; an exit task
+    (triggered when all upstream tasks completed) last."""
     _, tasks = _dag(compiled)
-    by_name = {p.task: p for p in contract.placements(compiled)}
     order, seen = [], set()
 
     def visit(name: str) -> None:
@@ -226,17 +257,22 @@ def dag_order(compiled: Path) -> list[contract.Placement]:
         seen.add(name)
         for dep in sorted(tasks[name].get("dependentTasks", [])):
             visit(dep)
-        order.append(by_name[name])
+        order.append(name)
 
     for name in sorted(tasks):
         visit(name)
     return order
 
 
+def _is_exit_task(task: dict) -> bool:
+    return task.get("triggerPolicy", {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+
 def executor_input(spec: dict, task_name: str, params: dict, produced: dict, run_root: str, pod: Path,
-                   run_id: str) -> dict:
-    """The JSON the launcher passes as `--executor_input` ({{$}})."""
-    task = spec["root"]["dag"]["tasks"][task_name]
+                   run_id: str, task: dict | None = None, final_state: str = "SUCCEEDED") -> dict:
+    """The JSON the launcher passes as `--executor_input` ({{$}}). A stage's `config_json` is the
+    rehearsal's config for that task (`params`), standing in for the resolve-config output."""
+    task = task or _dag_task(spec, task_name)
     comp = spec["components"][task["componentRef"]["name"]]
     values, arts = {}, {}
     for name, src in (task.get("inputs", {}).get("parameters") or {}).items():
@@ -245,6 +281,12 @@ def executor_input(spec: dict, task_name: str, params: dict, produced: dict, run
         elif "taskOutputParameter" in src:
             t = src["taskOutputParameter"]
             values[name] = produced[t["producerTask"]]["parameters"][t["outputParameterKey"]]
+            if name == "config_json":
+                values[name] = params["config_json"]
+        elif "taskFinalStatus" in src:
+            values[name] = {"state": final_state, "pipelineJobResourceName": f"runs/{run_id}",
+                            "pipelineTaskName": src["taskFinalStatus"]["producerTask"],
+                            **({} if final_state == "SUCCEEDED" else {"error": {"message": "a task failed"}})}
         elif "runtimeValue" in src:
             v = src["runtimeValue"]["constant"]
             values[name] = run_id if v == "{{$.pipeline_job_uuid}}" else v
@@ -259,6 +301,10 @@ def executor_input(spec: dict, task_name: str, params: dict, produced: dict, run
     for name in (comp.get("outputDefinitions", {}).get("parameters") or {}):
         outputs["parameters"][name] = {"outputFile": str(pod / "outputs" / name)}
     return {"inputs": {"parameterValues": values, "artifacts": arts}, "outputs": outputs}
+
+
+def _dag_task(spec: dict, name: str) -> dict:
+    return spec["root"]["dag"]["tasks"][name]
 
 
 def _pod_env(placement: contract.Placement, env_python: Path, pod: Path, shim: Path, secrets: dict) -> dict:
@@ -278,7 +324,7 @@ def _pod_env(placement: contract.Placement, env_python: Path, pod: Path, shim: P
 
 def run_task(services: Services, spec: dict, placement: contract.Placement, config: dict, params: dict,
              produced: dict, run_root: str, run_id: str, work: Path, shim: Path, timeout_s: float,
-             teacher_swapped: bool = False) -> TaskResult:
+             teacher_swapped: bool = False, task: dict | None = None, final_state: str = "SUCCEEDED") -> TaskResult:
     result = TaskResult(task=placement.task, display=placement.display, image=placement.image, gpus=placement.gpus)
     started = time.time()
     env_twin = images.cpu_env(placement.image)
@@ -291,12 +337,17 @@ def run_task(services: Services, spec: dict, placement: contract.Placement, conf
     pod = work / "pods" / placement.task
     shutil.rmtree(pod, ignore_errors=True)
     (pod / "outputs").mkdir(parents=True)
-    ex_input = executor_input(spec, placement.task, task_params, produced, run_root, pod, run_id)
+    ex_input = executor_input(spec, placement.task, task_params, produced, run_root, pod, run_id, task, final_state)
     for name, entry in ex_input["inputs"]["artifacts"].items():  # the launcher's download
         art = entry["artifacts"][0]
-        services.download(art["uri"], pod / "s3" / art["uri"][len("s3://"):])
+        if art["uri"].startswith("s3://"):  # other schemes (hf://, builtin://) the launcher passes on
+            services.download(art["uri"], pod / "s3" / art["uri"][len("s3://"):])
     cmd = [*placement.command, *[json.dumps(ex_input) if a == "{{$}}" else a for a in placement.args]]
-    env = _pod_env(placement, env_twin.python, pod, shim, _secret_values(services.s3_endpoint))
+    # the run id from the pod's pipeline/runid label (downward API)
+    values = {**_secret_values(services.s3_endpoint), f"fieldpath/{RUN_ID_FIELD_PATH}": run_id}
+    env = _pod_env(placement, env_twin.python, pod, shim, values)
+    if any("num_gpus" in s and "CPU process" in s for s in swaps):
+        env[CPU_STANDIN_ENV] = "1"  # CPU processes stand in for the placement's GPUs (the device check)
     log_path = pod / "pod.log"
     with open(log_path, "wb") as out:
         try:
@@ -354,6 +405,22 @@ def _collect_outputs(services: Services, ex_input: dict, pod: Path) -> dict:
     return produced
 
 
+def _importer_output(spec: dict, task: dict, params: dict, produced: dict) -> dict:
+    """What an importer (reimport=False) hands on: an artifact whose URI is its `uri` input."""
+    src = task["inputs"]["parameters"]["uri"]
+    if "componentInputParameter" in src:
+        uri = params[src["componentInputParameter"]]
+    elif "taskOutputParameter" in src:
+        t = src["taskOutputParameter"]
+        uri = produced[t["producerTask"]]["parameters"][t["outputParameterKey"]]
+    else:
+        uri = src["runtimeValue"]["constant"]
+    label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+    schema = spec["deploymentSpec"]["executors"][label]["importer"]["typeSchema"]
+    return {"artifacts": {"artifact": {"name": "artifact", "type": schema, "uri": uri, "metadata": {}}},
+            "parameters": {}}
+
+
 def upload_data(services: Services, data_dir: Path) -> str:
     uri = f"s3://{BUCKET}/data/{data_dir.name}"
     services.upload_dir(data_dir, uri)
@@ -383,21 +450,31 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
     started = time.time()
     try:
         params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
-        params.update(data_uri=upload_data(services, Path(data)), category=Path(data).name,
+        params.update(data_uri=upload_data(services, Path(data)), category=Path(data).name, preset="none",
                       tracking_uri=services.tracking_uri, experiment="rehearsal")
         run_root = f"s3://{BUCKET}/root/{run_id}"
         produced: dict = {}
         failed = False
-        for placement in dag_order(compiled):
-            deps = spec["root"]["dag"]["tasks"][placement.task].get("dependentTasks", [])
+        by_name = {p.task: p for p in contract.placements(compiled)}
+        _, tasks = _dag(compiled)
+        for name in dag_order(compiled):
+            task = tasks[name]
+            deps = task.get("dependentTasks", [])
+            if is_importer(spec, task):
+                if all(d in produced for d in deps):
+                    produced[name] = _importer_output(spec, task, params, produced)
+                continue
+            placement = by_name[name]
+            exit_task = _is_exit_task(task)
             selected = not only or placement.task in only or placement.display in only
-            if not selected or any(d not in produced for d in deps) or (failed and stop_at_failure):
+            if not selected or (not exit_task and any(d not in produced for d in deps)) or (failed and stop_at_failure):
                 results.append(TaskResult(placement.task, placement.display, placement.image, gpus=placement.gpus,
                                           message="not selected" if not selected else "an upstream task did not pass"))
                 continue
             log.info("rehearsal: %s (%s)", placement.display, placement.image)
+            final_state = "FAILED" if any(r.status != "pass" for r in results) else "SUCCEEDED"
             res = run_task(services, spec, placement, run_config, params, produced, run_root, run_id, work, shim,
-                           timeout_s, teacher_swapped)
+                           timeout_s, teacher_swapped, task=task, final_state=final_state)
             log.info("rehearsal: %s %s %s", placement.display, res.status, res.message)
             results.append(res)
             failed = failed or res.status == "fail"

@@ -1,7 +1,10 @@
 """The whole pipeline through kfp.local (SubprocessRunner) on the shipped sample, with the
 smoke preset (tiny random Qwen3, minimal budgets): every stage runs, every artifact verifies,
-MLflow holds the parent run, one nested run per stage and the registered model."""
+MLflow holds the parent run, one nested run per stage and the registered model. With KFP's local
+cache on: an identical second run reuses every cacheable step, a changed input file reruns data
+and everything after it (issue 15: cache keys that hit, and are safe)."""
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -12,12 +15,51 @@ from sidreasoner_core.artifacts import open_artifact
 STAGES = {"data", "sids", "enrich", "align", "coldstart", "grpo", "baselines", "evaluate"}
 
 
+CACHEABLE_OUTPUTS = {"data-op/dataset", "sids-op/sids", "enrich-op/corpus", "align-op/aligned_model",
+                     "coldstart-op/model", "grpo-op/model", "baselines-op/baselines", "evaluate-op/evaluation",
+                     "package-op/served_model"}
+
+
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def input_copy(tmp_path_factory):
+    from pipelines.local import SAMPLE_DATA
+
+    data = tmp_path_factory.mktemp("input") / SAMPLE_DATA.name
+    shutil.copytree(SAMPLE_DATA, data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, input_copy):
     from pipelines.local import run_local
 
     out = tmp_path_factory.mktemp("runs")
-    return run_local(config="smoke", out_dir=out)
+    return run_local(data_uri=input_copy, config="smoke", out_dir=out, cache=True)
+
+
+@pytest.fixture(scope="module")
+def reruns(local_run, input_copy):
+    """A second identical run, then a run after one line of the input's test.csv was removed (other
+    experiment and model names: the promotion gate and MLflow only, which are never cached)."""
+    from pipelines.local import run_local
+
+    out = Path(local_run["run_dir"]).parent
+    names = dict(experiment="sidreasoner-rerun", model_name="sidreasoner-rerun")
+    same = run_local(data_uri=input_copy, config="smoke", out_dir=out, cache=True, **names)
+    test_csv = input_copy / "test.csv"
+    test_csv.write_text("".join(test_csv.read_text().splitlines(keepends=True)[:-1]))
+    changed = run_local(data_uri=input_copy, config="smoke", out_dir=out, cache=True, **names)
+    client = mlflow.MlflowClient(tracking_uri=same["tracking_uri"])
+    exp = client.get_experiment_by_name("sidreasoner-rerun")
+
+    def stages(run):
+        parent = next(r for r in client.search_runs([exp.experiment_id])
+                      if r.data.tags.get("kfp.run_id") == run["run_id"] and "mlflow.parentRunId" not in r.data.tags)
+        nested = client.search_runs([exp.experiment_id],
+                                    filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        return parent, {r.data.tags["sidreasoner.stage"] for r in nested}
+
+    return {"same": same, "changed": changed, "same_mlflow": stages(same), "changed_mlflow": stages(changed)}
 
 
 def _artifact(run, task_output):
@@ -94,3 +136,21 @@ def test_quality_bench_reads_a_finished_run(local_run):
     assert mean == pytest.approx(figs["SASRec"]["recall@10"] + 0.005) and half == pytest.approx(12.706 * 0.005)
     ratios = summary["ratio_r10_vs_sasrec"]["model (direct)"]["per_seed"]
     assert ratios[-1] == pytest.approx(other["model (direct)"]["recall@10"] / other["SASRec"]["recall@10"], abs=1e-3)
+
+
+def test_identical_rerun_reuses_every_cacheable_step(reruns):
+    same = reruns["same"]
+    assert not set(same["artifacts"]) & CACHEABLE_OUTPUTS  # nothing cacheable ran: no new artifact
+    parent, stages = reruns["same_mlflow"]
+    assert stages == set()  # no stage ran, so none opened a nested run
+    assert parent.info.status == "FINISHED"  # the gate (uncached) ran on the cached model and closed it
+    assert parent.data.tags["promotion.decision"]
+
+
+def test_changed_input_file_reruns_data_and_everything_after(reruns):
+    changed = reruns["changed"]
+    assert set(changed["artifacts"]) == CACHEABLE_OUTPUTS  # every stage ran again
+    dataset = open_artifact(changed["artifacts"]["data-op/dataset"]["path"])
+    assert dataset.manifest["stats"]["samples"]["test"] == 122  # from the new file, not the cache
+    parent, stages = reruns["changed_mlflow"]
+    assert stages == STAGES and parent.info.status == "FINISHED"
