@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
         data: Optional[str] = typer.Option(None, "--data", help="input data (default: the shipped sample)"),
         config: str = typer.Option("default", "--config", help="preset name or config YAML"),
         out: str = typer.Option("runs", "--out", help="where run directories go"),
-        tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: SQLite in the run dir)"),
+        tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: <out>/mlflow.db)"),
+        cache: bool = typer.Option(False, "--cache/--no-cache",
+                                   help="reuse steps whose inputs did not change (KFP's local cache in <out>/.kfp_cache)"),
     ) -> None:
         """Run the whole pipeline locally through kfp.local on this machine."""
         from pipelines.local import SAMPLE_DATA, run_local
@@ -21,7 +23,7 @@ def register(app: typer.Typer) -> None:
         from .config import ConfigError
 
         try:
-            summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri)
+            summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri, cache=cache)
         except ConfigError as exc:
             from .cli import fail
 
@@ -235,10 +237,14 @@ def _resolve_package(package: Optional[str], pipeline: str):
 
 def _run_params(package, params: Optional[list[str]], config: Optional[str], category: Optional[str]) -> dict:
     extra = {}
-    if config is not None:  # a preset name or YAML file becomes the config_json parameter
-        from sidreasoner_core.config import load_mapping
+    if config is not None:  # a preset name is the `preset` parameter; a YAML file the whole config over "none"
+        from sidreasoner_core.config import list_presets, load_mapping
+        from sidreasoner_core.run_config import NO_PRESET
 
-        extra["config_json"] = json.dumps(load_mapping(config))
+        if config in list_presets():
+            extra["preset"] = config
+        else:
+            extra.update(preset=NO_PRESET, config_json=json.dumps(load_mapping(config)))
     if category is not None:
         extra["category"] = category
     return parse_params(list(params or []), package, extra)

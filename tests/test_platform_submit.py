@@ -111,7 +111,16 @@ def test_submit_sends_the_compiled_spec_and_parameters(kfp_api):
     rc = run["runtime_config"]
     assert rc["pipeline_root"] == "s3://sidreasoner/pipeline-root"
     assert rc["parameters"] == {"data_uri": "s3://sidreasoner/raw/Industrial", "category": "Industrial_and_Scientific",
-                                "config_json": json.dumps(load_mapping("default"))}
+                                "preset": "default"}  # a preset by name: config_json stays "{}" (no override)
+
+
+def test_submit_a_config_file_over_no_preset(kfp_api, tmp_path):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("sids:\n  epochs: 3\n")
+    res = invoke("submit", "--host", kfp_api.url, "-p", "data_uri=/d", "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    params = posts(kfp_api, "/apis/v2beta1/runs")[0]["runtime_config"]["parameters"]
+    assert params["preset"] == "none" and json.loads(params["config_json"]) == load_mapping(str(cfg))
 
 
 def test_submit_reuses_an_existing_experiment(kfp_api):
