@@ -32,7 +32,8 @@ def cluster_report(tmp_path_factory):
 def test_every_task_of_the_cluster_pipeline_passes(cluster_report):
     proc, report = cluster_report
     tasks = {t["display"]: t for t in report["tasks"]}
-    assert {"start-tracking", "data", "semantic-ids", "teacher-enrichment", "sid-alignment", "cold-start", "grpo",
+    assert {"resolve-config", "input-fingerprint", "start-tracking", "finish-tracking", "data", "semantic-ids",
+            "teacher-enrichment", "sid-alignment", "cold-start", "grpo",
             "baselines", "evaluation", "package-model", "promotion-gate"} <= set(tasks)
     failed = {n: t["message"] for n, t in tasks.items() if t["status"] != "pass"}
     assert not failed and report["passed"], failed
@@ -60,7 +61,8 @@ def test_cuda_on_a_cpu_placement_fails_as_on_the_cluster(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump_all(docs))
     proc, report = _rehearse(tmp_path / "runs", "--preset", "cluster", "--compiled", str(old),
-                             "--only", "start-tracking", "--only", "data", "--only", "semantic-ids")
+                             "--only", "resolve-config", "--only", "input-fingerprint", "--only", "start-tracking",
+                             "--only", "data", "--only", "semantic-ids")
     sids = next(t for t in report["tasks"] if t["display"] == "semantic-ids")
     assert proc.returncode == 1 and sids["status"] == "fail" and sids["swapped"] == [
         s for s in sids["swapped"] if "device" not in s]
