@@ -17,16 +17,15 @@ def resolve_config_op(preset: str, config_json: str, train_gpus: int, model_ref:
                       ) -> NamedTuple("RunConfig", [("config_json", str), ("model_uri", str)]):
     """The run's config: `preset` + the `config_json` override, `train_gpus` in every training
     section, validated whole (a typo fails here, in seconds); and the base model's URI."""
+    import json
     from collections import namedtuple
 
     from sidreasoner_core.lineage import model_uri
-    from sidreasoner_core.run_config import resolve
+    from sidreasoner_core.run_config import base_model, resolve
 
     config = resolve(preset, config_json, train_gpus)
-    import json
-
     out = namedtuple("RunConfig", ["config_json", "model_uri"])
-    return out(json.dumps(config, sort_keys=True), model_uri(model_ref or (config.get("align") or {}).get("model", "")))
+    return out(json.dumps(config, sort_keys=True), model_uri(model_ref or base_model(config)))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

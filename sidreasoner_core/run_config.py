@@ -72,3 +72,10 @@ def check_stage_gpus(config_json: str | dict, section: str) -> int:
     from .training.devices import check_visible_gpus
 
     return check_visible_gpus(train_gpus_of(config_json, section), section)
+
+
+def base_model(config: dict) -> str:
+    """The model reference alignment starts from under `config` (`align.model`, or its default)."""
+    from .stages import config_class
+
+    return config_class("align").build(dict(config.get("align") or {}), source="[align]").model

@@ -80,3 +80,16 @@ def test_s3_fingerprint_follows_etags(s3_bucket):
     assert single.startswith("sha256:")
     with pytest.raises(DataError, match="no input files"):
         fingerprint(f"s3://{s3_bucket}/nothing-here")
+
+
+def test_base_model_uri_for_lineage():
+    from sidreasoner_core.lineage import model_ref, model_uri
+
+    assert run_config.base_model(run_config.resolve("cluster")) == "Qwen/Qwen3-1.7B"
+    assert run_config.base_model({}) == run_config.base_model(run_config.resolve(run_config.NO_PRESET))
+    for ref, uri in (("Qwen/Qwen3-1.7B", "hf://Qwen/Qwen3-1.7B"), ("tiny-qwen3", "builtin://tiny-qwen3"),
+                     ("small-qwen3@3", "builtin://small-qwen3@3"), ("smollm2", "builtin://smollm2"),
+                     ("s3://b/models/x", "s3://b/models/x")):
+        assert model_uri(ref) == uri and model_ref(uri) == ref
+    with pytest.raises(ValueError, match="model reference is empty"):
+        model_uri("")
