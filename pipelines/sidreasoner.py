@@ -149,6 +149,7 @@ def _model_stages(dataset, *, config_json, base_model, teacher_base_url, teacher
 def _finish(tracking_uri):
     finish = finish_tracking_op(tracking_uri=tracking_uri)
     _place(finish, "finish-tracking")
+    placement.remote_service(finish)  # MLflow may be briefly unreachable; the parent run must be closed
     placement.caching(finish, enabled=False)
     return finish
 
