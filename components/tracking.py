@@ -31,7 +31,7 @@ def resolve_config_op(preset: str, config_json: str, train_gpus: int, model_ref:
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def fingerprint_op(data_uri: str) -> str:
     """A digest of the input's listing (names, sizes, ETags or mtimes): the data step's cache key."""
-    from sidreasoner_core.data.fingerprint import fingerprint
+    from sidreasoner_core.fingerprint import fingerprint
 
     return fingerprint(data_uri)
 

@@ -170,7 +170,7 @@ def start_pipeline_tracking(tracking_uri: str, experiment: str, category: str, d
     the input's fingerprint as digest. Returns the parent run id."""
     import mlflow
 
-    from .data.fingerprint import digest, listing
+    from .fingerprint import digest, listing
     from .run_context import RUN_ID_ENV, pipeline_run_id
 
     kfp_run_id = pipeline_run_id()

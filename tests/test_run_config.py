@@ -8,8 +8,7 @@ import pytest
 from conftest import REPO
 from sidreasoner_core import run_config
 from sidreasoner_core.config import ConfigError
-from sidreasoner_core.data.errors import DataError
-from sidreasoner_core.data.fingerprint import fingerprint
+from sidreasoner_core.fingerprint import fingerprint
 from sidreasoner_core.stages import validate_pipeline_config
 from sidreasoner_core.storage import put_bytes
 from sidreasoner_core.training.devices import DeviceMismatch, check_visible_gpus
@@ -65,7 +64,7 @@ def test_local_fingerprint_follows_names_sizes_and_times(tmp_path):
     assert touched != first
     (data / "new.csv").write_text("x\n")
     assert fingerprint(data) not in (first, touched)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         fingerprint(tmp_path / "missing")
 
 
@@ -78,7 +77,7 @@ def test_s3_fingerprint_follows_etags(s3_bucket):
     assert fingerprint(f"s3://{s3_bucket}/week") != first
     single = fingerprint(f"s3://{s3_bucket}/week/items.csv")
     assert single.startswith("sha256:")
-    with pytest.raises(DataError, match="no input files"):
+    with pytest.raises(FileNotFoundError, match="no input files"):
         fingerprint(f"s3://{s3_bucket}/nothing-here")
 
 

@@ -12,7 +12,7 @@ from components.tracking import finish_tracking_op, start_tracking_op
 from conftest import REPO
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 from sidreasoner_core import tracking
-from sidreasoner_core.data.fingerprint import fingerprint
+from sidreasoner_core.fingerprint import fingerprint
 from sidreasoner_core.run_context import RUN_ID_ENV
 
 SAMPLE = REPO / "sample_data" / "Industrial_and_Scientific"

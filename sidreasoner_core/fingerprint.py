@@ -13,8 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from ..storage import is_s3, s3_client, s3_errors, split_s3
-from .errors import DataError
+from .storage import is_s3, s3_client, s3_errors, split_s3
 
 
 def listing(uri: str | os.PathLike) -> list[dict]:
@@ -22,7 +21,7 @@ def listing(uri: str | os.PathLike) -> list[dict]:
     {name, size, version} where version is the S3 ETag or the file's mtime in nanoseconds."""
     entries = _s3_listing(str(uri)) if is_s3(uri) else _local_listing(Path(uri))
     if not entries:
-        raise DataError(f"{uri}: no input files to fingerprint (empty or missing)")
+        raise FileNotFoundError(f"{uri}: no input files to fingerprint (empty or missing)")
     return sorted(entries, key=lambda e: e["name"])
 
 
@@ -38,7 +37,7 @@ def fingerprint(uri: str | os.PathLike) -> str:
 
 def _local_listing(path: Path) -> list[dict]:
     if not path.exists():
-        raise DataError(f"{path}: input does not exist")
+        raise FileNotFoundError(f"{path}: input does not exist")
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     out = []
     for f in files:
