@@ -45,7 +45,7 @@ def start_tracking_op(tracking_uri: str, experiment: str, category: str, preset:
 
     if tracking_uri:
         start_pipeline_tracking(tracking_uri, experiment, category, [data_uri] if data_uri else list(data_uris),
-                                params={"preset": preset, "train_gpus": train_gpus, "gpu_type": gpu_type})
+                                params={"preset": preset, "train_gpus": int(train_gpus), "gpu_type": gpu_type})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
