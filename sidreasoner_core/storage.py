@@ -44,6 +44,7 @@ def s3_client():
 @contextlib.contextmanager
 def s3_errors(uri: str):
     """Turn botocore's exceptions into one StorageError that names `uri` and the likely fix."""
+    import boto3.exceptions
     import botocore.exceptions as be
 
     try:
@@ -62,7 +63,7 @@ def s3_errors(uri: str):
                 "InvalidAccessKeyId": "the access key is not known to the object store",
                 "SignatureDoesNotMatch": "the secret key does not match the access key"}.get(code, msg or code)
         raise StorageError(f"{uri}: {hint} ({code})") from None
-    except be.BotoCoreError as exc:
+    except (be.BotoCoreError, boto3.exceptions.Boto3Error) as exc:  # e.g. S3UploadFailedError from upload_file
         raise StorageError(f"{uri}: object-store error ({exc})") from None
 
 

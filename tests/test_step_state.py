@@ -231,3 +231,70 @@ def test_retried_training_pod_resumes_from_the_stored_checkpoint(sample_dataset,
     m = art.manifest["metrics"]
     assert m["resumed_from_step"] == 2 and m["global_step"] == 4
     assert storage.list_keys(store) == []  # published: the run's checkpoints are dropped
+
+
+def test_retried_grpo_worker_resumes_from_the_stored_checkpoint(tmp_path, s3_bucket):
+    """GRPO's launched-worker entry point (as on a multi-GPU pod) copies each checkpoint through the
+    payload's store; SIGKILLed after a stored checkpoint, the retry on fresh scratch resumes there."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from reasoning_helpers import one_torch_thread, planted_catalogue, planted_rows, tiny_sid_model
+
+    from sidreasoner_core.reasoning import grpo
+    from sidreasoner_core.reasoning.config import GRPOStageConfig
+    from sidreasoner_core.sid import Catalogue
+    from sidreasoner_core.training import launch
+
+    sid_by_item = planted_catalogue()
+    model_dir = tiny_sid_model(tmp_path / "base")
+    steps = 6
+    cfg = GRPOStageConfig(num_generations=2, prompts_per_step=2, per_device_train_batch_size=4,
+                          max_completion_length=8, learning_rate=1e-4, beta=0.0, max_steps=steps, save_steps=1,
+                          eval_samples=0, logging_steps=1)
+    uri = f"s3://{s3_bucket}/state/run-grpo-1/grpo/checkpoints"
+
+    def job(scratch: Path) -> Path:
+        payload = {"config": cfg.model_dump(mode="json"), "model_dir": str(model_dir),
+                   "train_rows": planted_rows(sid_by_item, n=8), "sid_by_item": sid_by_item,
+                   "output_dir": str(scratch / "ckpt"), "final_dir": str(scratch / "final"), "curves_path": None,
+                   "eval_rows": [], "checkpoint_store": uri}
+        return launch.write_job("sidreasoner_core.reasoning.grpo:worker", payload, scratch / "ckpt")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", launch.WORKER_ENV: "1"}
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "sidreasoner_core.training.launch",
+                                 str(job(tmp_path / "pod1"))], env=env, stdout=f, stderr=subprocess.STDOUT)
+    store = CheckpointStore(uri)
+    try:
+        deadline = time.time() + 300
+        while "checkpoint-2" not in store.complete():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "no stored checkpoint-2 in time"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stored = max(int(n.rsplit("-", 1)[1]) for n in store.complete())
+    assert 2 <= stored < steps
+    shutil.rmtree(tmp_path / "pod1")  # the retried pod gets fresh scratch
+
+    fresh = tmp_path / "pod2"
+    assert store.restore(fresh / "ckpt") == str(fresh / "ckpt" / f"checkpoint-{stored}")  # what the stage does first
+    with one_torch_thread():
+        launch.worker_main(str(job(fresh)))
+    info = json.loads((fresh / "ckpt" / grpo.RESULT_FILE).read_text())
+    assert info["resumed_from_step"] == stored and info["train_steps"] == steps
+    assert {k.split("/")[0] for k in storage.list_keys(uri)} >= {f"checkpoint-{steps}", f"checkpoint-{steps}.done"}
+
+
+def test_a_failed_checkpoint_copy_warns_and_training_goes_on(tmp_path, moto_server, caplog):
+    from types import SimpleNamespace
+
+    ckpt = _fake_checkpoint(tmp_path / "checkpoints", 3)
+    store = CheckpointStore("s3://no-such-bucket-here/state/r/align/checkpoints")
+    with pytest.raises(storage.StorageError, match="no-such-bucket-here"):
+        store.upload(ckpt)
+    args, state = SimpleNamespace(output_dir=str(ckpt.parent)), SimpleNamespace(is_world_process_zero=True,
+                                                                                  global_step=3)
+    store.callback().on_save(args, state, None)  # does not raise
+    assert "checkpoint-3 not copied to s3://no-such-bucket-here" in caplog.text

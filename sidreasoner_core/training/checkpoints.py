@@ -63,7 +63,7 @@ class CheckpointStore:
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
 
-    def _done(self) -> list[str]:
+    def complete(self) -> list[str]:
         """Names of the complete checkpoints in the store, newest first."""
         from ..storage import list_keys
 
@@ -95,7 +95,7 @@ class CheckpointStore:
         local = last_complete_checkpoint(ckpt_dir)
         if local:
             return local
-        for name in self._done():
+        for name in self.complete():
             listed = json.loads(read_bytes(f"{self.uri}/{name}{DONE}"))["files"]
             part = ckpt_dir / f".{name}.download"
             shutil.rmtree(part, ignore_errors=True)
@@ -116,12 +116,19 @@ class CheckpointStore:
         """A TrainerCallback that copies each checkpoint to the store once the trainer has saved it."""
         from transformers import TrainerCallback
 
+        from ..storage import StorageError
+
         store = self
 
         class CheckpointToStore(TrainerCallback):
             def on_save(self, args, state, control, **kwargs):
-                if state.is_world_process_zero:
+                if not state.is_world_process_zero:
+                    return
+                try:
                     store.upload(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+                except StorageError as exc:  # an object-store hiccup must not end hours of training
+                    log.warning("checkpoint-%d not copied to %s (the next save tries again): %s",
+                                state.global_step, store.uri, exc)
 
         return CheckpointToStore()
 
