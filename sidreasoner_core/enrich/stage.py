@@ -1,8 +1,8 @@
 """Enrichment stage entry points: `run(config, dataset, sids, out)` and the pipeline `step`."""
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os

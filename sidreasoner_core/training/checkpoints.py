@@ -77,6 +77,8 @@ class CheckpointStore:
 
         ckpt = Path(ckpt)
         files = {p.relative_to(ckpt).as_posix(): p.stat().st_size for p in sorted(ckpt.rglob("*")) if p.is_file()}
+        # saved again after a resume: an old marker must not vouch for a half-overwritten copy
+        delete_key(f"{self.uri}/{ckpt.name}{DONE}")
         upload_dir(ckpt, f"{self.uri}/{ckpt.name}")
         put_bytes(f"{self.uri}/{ckpt.name}{DONE}", json.dumps({"files": files}).encode())
         kept = {p.name for p in ckpt.parent.glob("checkpoint-*")}
