@@ -63,8 +63,8 @@ def run_env(monkeypatch):
 
 
 @pytest.mark.parametrize("kill, flush", [
-    (signal.SIGKILL, dict(state_flush_answers=5, state_flush_s=0.2)),  # lost: what was not flushed yet (none here)
-    (signal.SIGTERM, dict(state_flush_answers=10_000, state_flush_s=3600)),  # only the SIGTERM flush saves them
+    (signal.SIGKILL, dict(state_flush_answers=5, state_flush_s=0.2)),  # killed once the periodic flush saved all
+    (signal.SIGTERM, dict(state_flush_answers=10_000, state_flush_s=3600)),  # only the SIGTERM flush can save them
 ], ids=["sigkill-after-flush", "sigterm-flushes"])
 def test_retried_enrich_pod_pays_no_prompt_twice(enrich_inputs, tmp_path, s3_bucket, run_env, kill, flush):
     dataset, sids = enrich_inputs
