@@ -71,7 +71,8 @@ def _secret_values(s3_endpoint: str) -> dict[str, str]:
             "secret/sidreasoner-teacher:api-key": "rehearsal-teacher-key",
             "configmap/sidreasoner-config:s3-endpoint": s3_endpoint,
             "configmap/sidreasoner-config:mlflow-s3-endpoint": s3_endpoint,
-            "configmap/sidreasoner-config:aws-region": "us-east-1"}
+            "configmap/sidreasoner-config:aws-region": "us-east-1",
+            "configmap/sidreasoner-config:state-uri": f"s3://{BUCKET}/step-state"}
 
 
 # The launcher mounts artifacts under /s3/; here each pod gets its own directory for that mount.

@@ -70,6 +70,10 @@ class EnrichConfig(StageConfig):
     cache_dir: str = Field("", description="resumable response cache (local dir); '' = '.<out>.enrich-cache' "
                                            "beside a local output, or under $SIDREASONER_CACHE for s3:// outputs. "
                                            "Copied into the artifact's cache/ at the end")
+    state_flush_answers: int = Field(20, ge=1, description="with a persistent step state ($SIDREASONER_STATE_URI and a "
+                                     "pipeline run id): new answers are saved there every this many answers ...")
+    state_flush_s: float = Field(10.0, gt=0, description="... or this many seconds, whichever comes first, so a "
+                                 "retried pod pays again for at most these (none after a SIGTERM: it flushes)")
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES),
                                      description="model -> USD per 1M input/output tokens, for usage.json")
     ray_engine: Literal["http", "vllm"] = Field(

@@ -17,7 +17,7 @@ from typing import Callable
 
 from .. import sid as sidlib
 from ..training import launch as launcher
-from ..training.checkpoints import checkpoint_step, last_complete_checkpoint
+from ..training.checkpoints import CheckpointStore, checkpoint_step, last_complete_checkpoint
 from ..training.runtime import has_gpu, trainer_precision
 from ..training.trl_args import build_trl_config
 from .config import GRPOStageConfig
@@ -156,9 +156,12 @@ def _constrained_trainer_class():
 
 
 def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
-          output_dir: Path, final_dir: Path, callbacks: list | None = None) -> dict:
-    """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`."""
+          output_dir: Path, final_dir: Path, callbacks: list | None = None,
+          checkpoint_store: CheckpointStore | None = None) -> dict:
+    """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`. With a
+    `checkpoint_store` every saved checkpoint is also copied there (see `checkpoints.persistent_store`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    callbacks = [*(callbacks or []), *([checkpoint_store.callback()] if checkpoint_store is not None else [])]
     trainer = make_trainer(cfg, model_dir, train_rows, catalogue, output_dir, callbacks, world_size)
     resume = last_complete_checkpoint(output_dir) if cfg.resume else None
     if resume:
@@ -177,11 +180,13 @@ RESULT_FILE = "grpo_result.json"
 
 
 def launch(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
-           output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = ()) -> dict:
+           output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = (),
+           checkpoint_store: CheckpointStore | None = None) -> dict:
     """Run GRPO in `num_gpus` processes (DDP or DeepSpeed ZeRO); returns what `train` returns."""
     payload = {"config": cfg.model_dump(mode="json"), "model_dir": str(model_dir), "train_rows": train_rows,
                "sid_by_item": catalogue.sid_by_item, "output_dir": str(output_dir), "final_dir": str(final_dir),
-               "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows)}
+               "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows),
+               "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None}
     launcher.launch("sidreasoner_core.reasoning.grpo:worker", payload, output_dir, num_gpus=cfg.cluster.num_gpus,
                     deepspeed=cfg.cluster.deepspeed, precision=cfg.cluster.precision)
     return json.loads((output_dir / RESULT_FILE).read_text())
@@ -200,7 +205,8 @@ def worker(payload: dict, job_dir: Path) -> None:
         if payload["eval_rows"] and cfg.cluster.deepspeed != "zero3":
             # rank-0 generation needs whole weights: with ZeRO-3 shards the evaluation stage measures instead
             callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg))
+    store = CheckpointStore(payload["checkpoint_store"]) if payload.get("checkpoint_store") else None
     info = train(cfg, Path(payload["model_dir"]), payload["train_rows"], catalogue, Path(payload["output_dir"]),
-                 Path(payload["final_dir"]), callbacks)
+                 Path(payload["final_dir"]), callbacks, store)
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(payload["output_dir"]) / RESULT_FILE).write_text(json.dumps(info))
