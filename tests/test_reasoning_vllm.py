@@ -18,7 +18,7 @@ pytestmark = pytest.mark.rehearsal
 def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("rollouts")
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "rollouts.py"), "--steps", "2", "--work", str(work)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+                          cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
