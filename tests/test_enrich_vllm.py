@@ -14,7 +14,7 @@ from sidreasoner_core.enrich.config import EnrichConfig
 from sidreasoner_core.enrich.stage import run
 from sidreasoner_core.models import resolve_model_dir
 
-pytestmark = pytest.mark.rehearsal
+pytestmark = [pytest.mark.rehearsal, pytest.mark.timeout(1200)]
 SERVED_NAME = "smollm2-vllm"
 
 
