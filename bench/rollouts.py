@@ -219,8 +219,12 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         sys.exit(subprocess.run([str(py), __file__, *sys.argv[1:]], env=env).returncode)
 
+    import signal
+
     import torch
 
+    # a killed bench still ends its vLLM server (its process group is ended on the way out)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     torch.set_num_threads(1)
     work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)

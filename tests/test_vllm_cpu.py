@@ -20,4 +20,4 @@ def test_server_command_is_trls_server_with_the_reload_extension(tmp_path):
     # trl vllm-serve's logprob settings (importance-sampling correction) and our weight reload
     assert "--logprobs-mode processed_logprobs --max-logprobs -1" in text
     assert f"--worker-extension-cls {vllm_cpu.WORKER_EXTENSION}" in text
-    assert "--gpu-memory-utilization 0.2" in text and "--enforce-eager" in text
+    assert f"--kv-cache-memory-bytes {1 << 30}" in text and "--enforce-eager" in text
