@@ -193,7 +193,11 @@ def train_and_time(engine: str, model_dir: Path, rows: list[dict], catalogue, wo
         res.update(server_start_s=server["start_s"], **{
             f"server_{key}_requests": counts.get(handler, 0) - requests_before.get(handler, 0)
             for key, handler in (("completions", "/v1/completions"), ("reload", "/collective_rpc"))})
+    # the update is not scaled away (vLLM's masked log-probs must not enter an importance-sampling ratio)
+    res["max_grad_norm_seen"] = max((float(h["grad_norm"]) for h in trainer.state.log_history if "grad_norm" in h),
+                                    default=0.0)
     if use_vllm:
+        res["is_correction"] = bool(trainer.args.vllm_importance_sampling_correction)
         tok = trainer.processing_class
         text = tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
         res.update(sync_check(trainer, tok(text, add_special_tokens=False)["input_ids"]))

@@ -29,6 +29,8 @@ def test_rollouts_came_from_vllm_and_name_catalogue_sids(figures, engine):
     assert figures[f"{engine}_rollouts"] == 2 * figures["generations"] * figures["prompts_per_step"]
     # the structured-output regex bounds the reasoning: every rollout closes </think> and names a catalogue SID
     assert figures[f"{engine}_closed_think"] == figures[f"{engine}_sids_in_catalogue"] == figures[f"{engine}_rollouts"]
+    # vLLM's log-probs are of the regex-masked distribution: no importance-sampling ratio may scale the update
+    assert figures[f"{engine}_is_correction"] is False
 
 
 def test_server_mode_rollouts_and_weights_went_over_http(figures):

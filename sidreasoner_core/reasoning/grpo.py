@@ -88,7 +88,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
         use_cpu=not gpu,
         report_to="none",
         model_init_kwargs={"dtype": "bfloat16" if precision["bf16"] else "float32"},  # fp16 trains fp32 masters
-        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue, cfg.max_completion_length)}
+        # With the catalogue regex vLLM reports log-probs of the masked distribution while the trainer's
+        # are of the full one: TRL's importance-sampling correction then scales every update to ~0
+        # (ratio mean 8e-14 measured), so it is off, as on the transformers path.
+        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue, cfg.max_completion_length),
+            "vllm_importance_sampling_correction": False}
            if cfg.use_vllm and cfg.constrained_sid
            else {}),
         **precision,
