@@ -26,12 +26,14 @@ TEACHER_SECRET = "sidreasoner-teacher"
 TEACHER_SECRET_KEYS = {"api-key": "OPENAI_API_KEY"}
 OBJECT_STORE_SECRET = "sidreasoner-object-store"
 OBJECT_STORE_SECRET_KEYS = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"}
-# Non-secret endpoints (k8s/base/config.yaml): object store endpoint and MLflow server.
+# Non-secret settings (k8s/platform-config.yaml): object store endpoint and region, and where a
+# retried step finds its run's checkpoints and teacher answers (sidreasoner_core/step_state.py).
 PLATFORM_CONFIG_MAP = "sidreasoner-config"
 PLATFORM_CONFIG_KEYS = {
     "s3-endpoint": "AWS_ENDPOINT_URL_S3",
     "mlflow-s3-endpoint": "MLFLOW_S3_ENDPOINT_URL",
     "aws-region": "AWS_DEFAULT_REGION",
+    "state-uri": "SIDREASONER_STATE_URI",
 }
 
 

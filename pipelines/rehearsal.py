@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def _secret_values(s3_endpoint: str) -> dict[str, str]:
             "secret/sidreasoner-teacher:api-key": "rehearsal-teacher-key",
             "configmap/sidreasoner-config:s3-endpoint": s3_endpoint,
             "configmap/sidreasoner-config:mlflow-s3-endpoint": s3_endpoint,
-            "configmap/sidreasoner-config:aws-region": "us-east-1"}
+            "configmap/sidreasoner-config:aws-region": "us-east-1",
+            "configmap/sidreasoner-config:state-uri": f"s3://{BUCKET}/step-state"}
 
 
 # The launcher mounts artifacts under /s3/; here each pod gets its own directory for that mount.
@@ -429,8 +431,10 @@ def upload_data(services: Services, data_dir: Path) -> str:
 
 def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED / "sidreasoner.yaml",
              data: str | Path = SAMPLE_DATA, out_dir: str | Path = "runs/rehearsal", config: dict | None = None,
-             timeout_s: float = 600, stop_at_failure: bool = False, only: list[str] | None = None) -> dict:
-    """Run every task of `compiled` as its pod would; returns the report (also written as report.json)."""
+             timeout_s: float = 600, stop_at_failure: bool = False, only: list[str] | None = None,
+             parallel: int = 2) -> dict:
+    """Run every task of `compiled` as its pod would; returns the report (also written as report.json).
+    Up to `parallel` tasks whose upstream tasks passed run at the same time."""
     from sidreasoner_core.stages import validate_pipeline_config
 
     compiled = Path(compiled)
@@ -446,7 +450,6 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
     validate_pipeline_config(run_config, name=f"{preset} + rehearsal scale-down")
     spec, _ = _dag(compiled)
     services = Services(work)
-    results: list[TaskResult] = []
     started = time.time()
     try:
         params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
@@ -454,30 +457,54 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
                       tracking_uri=services.tracking_uri, experiment="rehearsal")
         run_root = f"s3://{BUCKET}/root/{run_id}"
         produced: dict = {}
-        failed = False
+        finished: dict[str, TaskResult] = {}
         by_name = {p.task: p for p in contract.placements(compiled)}
         _, tasks = _dag(compiled)
-        for name in dag_order(compiled):
-            task = tasks[name]
-            deps = task.get("dependentTasks", [])
-            if is_importer(spec, task):
-                if all(d in produced for d in deps):
-                    produced[name] = _importer_output(spec, task, params, produced)
-                continue
-            placement = by_name[name]
-            exit_task = _is_exit_task(task)
-            selected = not only or placement.task in only or placement.display in only
-            if not selected or (not exit_task and any(d not in produced for d in deps)) or (failed and stop_at_failure):
-                results.append(TaskResult(placement.task, placement.display, placement.image, gpus=placement.gpus,
-                                          message="not selected" if not selected else "an upstream task did not pass"))
-                continue
-            log.info("rehearsal: %s (%s)", placement.display, placement.image)
-            final_state = "FAILED" if any(r.status != "pass" for r in results) else "SUCCEEDED"
-            res = run_task(services, spec, placement, run_config, params, produced, run_root, run_id, work, shim,
-                           timeout_s, teacher_swapped, task=task, final_state=final_state)
-            log.info("rehearsal: %s %s %s", placement.display, res.status, res.message)
-            results.append(res)
-            failed = failed or res.status == "fail"
+        names = dag_order(compiled)
+        order = [by_name[n] for n in names if not is_importer(spec, tasks[n])]
+        importers, dead = [n for n in names if is_importer(spec, tasks[n])], set()
+        pending, running = list(order), {}
+        # Tasks whose upstream passed run at once, up to `parallel` (as KFP runs independent pods).
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            while pending or running:
+                for name in list(importers):  # an importer hands on its URI once its inputs exist
+                    deps = tasks[name].get("dependentTasks", [])
+                    if all(d in produced for d in deps):
+                        produced[name] = _importer_output(spec, tasks[name], params, produced)
+                        importers.remove(name)
+                    elif any(d in finished and d not in produced for d in deps):
+                        dead.add(name)
+                        importers.remove(name)
+                failed = any(r.status == "fail" for r in finished.values())
+                for placement in list(pending):
+                    task = tasks[placement.task]
+                    deps = task.get("dependentTasks", [])
+                    exit_task = _is_exit_task(task)  # runs when everything upstream completed, passed or not
+                    selected = not only or placement.task in only or placement.display in only
+                    blocked = not exit_task and any((d in finished and d not in produced) or d in dead for d in deps)
+                    if not selected or blocked or (failed and stop_at_failure and not exit_task):
+                        finished[placement.task] = TaskResult(
+                            placement.task, placement.display, placement.image, gpus=placement.gpus,
+                            message="not selected" if not selected else "an upstream task did not pass")
+                        pending.remove(placement)
+                        continue
+                    ready = (all(d in finished or d in produced or d in dead for d in deps) and not running
+                             if exit_task else all(d in produced for d in deps))
+                    if ready and len(running) < max(1, parallel):
+                        log.info("rehearsal: %s (%s)", placement.display, placement.image)
+                        final_state = "FAILED" if any(r.status == "fail" for r in finished.values()) else "SUCCEEDED"
+                        running[pool.submit(run_task, services, spec, placement, run_config, params, produced,
+                                            run_root, run_id, work, shim, timeout_s, teacher_swapped,
+                                            task, final_state)] = placement
+                        pending.remove(placement)
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    res = future.result()
+                    log.info("rehearsal: %s %s %s", res.display, res.status, res.message)
+                    finished[running.pop(future).task] = res
+        results = [finished[p.task] for p in order]
     finally:
         services.close()
     report = {"preset": preset, "compiled": str(compiled), "run_dir": str(work),
