@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # MLflow tracking server for the cluster (k8s/mlflow.yaml): PostgreSQL backend, S3 (MinIO) artifacts.
-#   docker build -f docker/mlflow.Dockerfile -t ghcr.io/sidreasoner/sidreasoner-mlflow:0.1.0 .
+#   docker build -f docker/mlflow.Dockerfile -t "$(python -m pipelines.images --ref sidreasoner-mlflow)" .
+#   (the tag is a digest of this file and what it copies: components/image_tags.json)
 FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -26,7 +26,10 @@ TEACHER_SECRET = "sidreasoner-teacher"
 TEACHER_SECRET_KEYS = {"api-key": "OPENAI_API_KEY"}
 OBJECT_STORE_SECRET = "sidreasoner-object-store"
 OBJECT_STORE_SECRET_KEYS = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"}
-# Non-secret endpoints (k8s/base/config.yaml): object store endpoint and MLflow server.
+# The pipeline's MLflow user (the server runs MLflow's basic-auth app: k8s/base/mlflow.yaml).
+MLFLOW_SECRET = "sidreasoner-mlflow-pipeline"
+MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+# Non-secret endpoints (k8s/base/platform-config.yaml): object store endpoint and MLflow server.
 PLATFORM_CONFIG_MAP = "sidreasoner-config"
 PLATFORM_CONFIG_KEYS = {
     "s3-endpoint": "AWS_ENDPOINT_URL_S3",
@@ -90,7 +93,8 @@ def with_secrets(task: PipelineTask, teacher: bool = False, object_store: bool =
     """Expose credentials to a step as environment variables, never as parameters.
 
     teacher: the teacher LLM API key (`OPENAI_API_KEY`); object_store: the S3 access/secret key
-    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `platform_config` names the ConfigMap with
+    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) and the pipeline's MLflow user
+    (`MLFLOW_TRACKING_USERNAME`, `MLFLOW_TRACKING_PASSWORD`). `platform_config` names the ConfigMap with
     the non-secret S3 endpoint and region (None to skip). Values never enter the compiled YAML.
     """
     if teacher:
@@ -98,6 +102,7 @@ def with_secrets(task: PipelineTask, teacher: bool = False, object_store: bool =
     if object_store:
         kubernetes.use_secret_as_env(task, secret_name=object_store_secret,
                                      secret_key_to_env=dict(OBJECT_STORE_SECRET_KEYS))
+        kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env=dict(MLFLOW_SECRET_KEYS))
         if platform_config:
             kubernetes.use_config_map_as_env(task, config_map_name=platform_config,
                                              config_map_key_to_env=dict(PLATFORM_CONFIG_KEYS))

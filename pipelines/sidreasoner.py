@@ -20,8 +20,9 @@ from pipelines import placement
 
 PIPELINE_NAME = "sidreasoner"
 CROSS_DOMAIN_NAME = "sidreasoner-cross-domain"
-# The in-cluster MLflow server of k8s/mlflow.yaml; `sidreasoner run` passes its local store instead.
-CLUSTER_TRACKING_URI = "http://mlflow.sidreasoner.svc.cluster.local:5000"
+# The in-cluster MLflow server of k8s/base/mlflow.yaml, by its short name: it resolves in the run's own
+# namespace (`kubeflow` or the profile's; k8s/overlays/). `sidreasoner run` passes its local store instead.
+CLUSTER_TRACKING_URI = "http://mlflow:5000"
 TRAIN_GPUS = 8  # per training step (paper §4.1.3 batch 1024 = 16 x 8 x 8); config `num_gpus` <= this
 
 

@@ -165,7 +165,11 @@ def test_secrets_reach_steps_as_env_only(probe):
     assert cm["configMapName"] == placement.PLATFORM_CONFIG_MAP
     assert {k["envVar"] for k in cm["keyToEnv"]} >= {"AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL"}
     train = platform[executor_of(spec, "train-op")]
-    assert [s["secretName"] for s in train["secretAsEnv"]] == [placement.OBJECT_STORE_SECRET]  # no teacher key
+    assert [s["secretName"] for s in train["secretAsEnv"]] == [placement.OBJECT_STORE_SECRET,
+                                                               placement.MLFLOW_SECRET]  # no teacher key
+    mlflow_user = {k["secretKey"]: k["envVar"] for s in train["secretAsEnv"] if s["secretName"] == placement.MLFLOW_SECRET
+                   for k in s["keyToEnv"]}
+    assert mlflow_user == {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
     # Secrets are referenced by name: no env var of the container spec carries a value for them.
     for ex in spec["deploymentSpec"]["executors"].values():
         env = {e["name"] for e in ex["container"].get("env", [])}
