@@ -292,11 +292,11 @@ def git_version(repo=None) -> tuple[str, str]:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                              check=True, timeout=30).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+                               capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ValueError(f"{repo} is not a git checkout ({exc}); pass --version-name") from None
-    if dirty:
-        files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+    if dirty:  # porcelain lines: two status columns, a space, the path
+        files = ", ".join(line[3:] for line in dirty[:5])
         raise ValueError(f"uncommitted changes ({files}): commit them, or pass --version-name")
     return sha[:12], sha
 
