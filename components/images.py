@@ -15,7 +15,7 @@ DOCKERFILES = {
     "sidreasoner-cpu": "docker/cpu.Dockerfile",
     "sidreasoner-trainer": "docker/trainer.Dockerfile",   # CUDA, DeepSpeed
     "sidreasoner-rollout": "docker/rollout.Dockerfile",   # CUDA, vLLM
-    "sidreasoner-mlflow": "docker/mlflow.Dockerfile",     # the MLflow server of k8s/mlflow.yaml
+    "sidreasoner-mlflow": "docker/mlflow.Dockerfile",     # the MLflow server of k8s/base/mlflow.yaml
 }
 TAGS_FILE = Path(__file__).with_name("image_tags.json")
 # A missing file or entry compiles as "untagged", which `compile --check` reports as stale.
