@@ -91,6 +91,7 @@ def sidreasoner_pipeline(
                                  kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, category=category)
     tracking.set_display_name("start-tracking")
     placement.caching(tracking, enabled=False)
+    placement.with_secrets(tracking)  # the pipeline's MLflow user (the server asks for one)
     data = data_op(data_uri=data_uri, config_json=config_json, category=category,
                    tracking_uri=tracking_uri, parent_run_id=tracking.output).set_display_name("data")
     placement.with_secrets(data)
@@ -120,6 +121,7 @@ def cross_domain_pipeline(
     tracking = start_tracking_op(tracking_uri=tracking_uri, experiment=experiment,
                                  kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, category="cross-domain")
     placement.caching(tracking, enabled=False)
+    placement.with_secrets(tracking)
     with dsl.ParallelFor(items=data_uris) as uri:
         data = data_op(data_uri=uri, config_json=config_json, tracking_uri=tracking_uri,
                        parent_run_id=tracking.output).set_display_name("data")
