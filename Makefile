@@ -29,6 +29,7 @@ compile: $(STAMP)
 image-envs: $(STAMP)
 	nice $(BIN)/python -c "from pipelines.images import IMAGES, cpu_env; [print(cpu_env(i).python) for i in IMAGES]"
 
-# The cluster rehearsal and the vLLM-on-CPU rollouts (docs/rehearsal.md), in the image twins.
+# The cluster rehearsal and the vLLM-on-CPU paths (rollouts colocated and from a server, the teacher
+# behind vLLM's OpenAI server; docs/rehearsal.md), in the image twins.
 rehearse: image-envs
-	$(BIN)/python -m pytest -q -m rehearsal tests/test_rehearsal.py tests/test_reasoning_vllm.py
+	$(BIN)/python -m pytest -q -m rehearsal tests/test_rehearsal.py tests/test_reasoning_vllm.py tests/test_enrich_vllm.py tests/test_enrich_ray_vllm.py

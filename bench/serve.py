@@ -41,8 +41,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def prepare(data: Path, model_ref: str, work: Path, sids_epochs: int | None) -> tuple[Path, list[list[str]]]:
-    """Dataset, SIDs (sids stage), the model with SID tokens, and the pyfunc model; cached under `work`."""
+def prepare(data: Path, model_ref: str, work: Path, sids_epochs: int | None,
+            trained: Path | None = None) -> tuple[Path, list[list[str]]]:
+    """Dataset, SIDs (sids stage), the model with SID tokens, and the pyfunc model; cached under `work`.
+    With `trained` (a packaged model of a pipeline run) that model and its own catalogue are used."""
     from sidreasoner_core.artifacts import ArtifactError, open_artifact
     from sidreasoner_core.data.config import DataConfig
     from sidreasoner_core.dataset import read_samples
@@ -66,6 +68,12 @@ def prepare(data: Path, model_ref: str, work: Path, sids_epochs: int | None) -> 
             return open_artifact(path, kind=kind)
 
     dataset = cached(work / "dataset", "dataset", lambda p: run_data(DataConfig(), data, p))
+    test = read_samples(dataset.path, "test")
+    if trained is not None:
+        import pyarrow.parquet as pq
+
+        known = set(pq.read_table(next(trained.rglob("catalogue.parquet")), columns=["item_id"])["item_id"].to_pylist())
+        return trained, [list(h) for h in test["history"] if len(h) and set(h) <= known]
     sids_cfg = SidsConfig() if sids_epochs is None else SidsConfig(epochs=sids_epochs)
     sids = cached(work / "sids", "sids", lambda p: run_sids(sids_cfg, dataset, p))
     catalogue = catalogue_rows(dataset, sids)
@@ -79,9 +87,43 @@ def prepare(data: Path, model_ref: str, work: Path, sids_epochs: int | None) -> 
         tok.save_pretrained(model_dir)
         save_pyfunc(pyfunc, model_dir, catalogue, ServingConfig(num_beams=10, default_k=10))
     known = {r["item_id"] for r in catalogue}
-    test = read_samples(dataset.path, "test")
     histories = [list(h) for h in test["history"] if len(h) and set(h) <= known]
     return pyfunc, histories
+
+
+def _score_share(pyfunc_dir: str, batches: list, start, done) -> None:
+    """One serving worker: load the model (one thread), wait for the common start, score its batches."""
+    import mlflow.pyfunc
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(1)
+    model = mlflow.pyfunc.load_model(pyfunc_dir)
+    torch.set_num_threads(1)
+    model.predict(pd.DataFrame({"history": batches[0]}), params={"k": 10})   # warm-up
+    start.wait()
+    for b in batches:
+        model.predict(pd.DataFrame({"history": b}), params={"k": 10})
+    done.put(sum(map(len, batches)))
+
+
+def multi_process_recs_per_s(pyfunc_dir: Path, batches: list, procs: int) -> float:
+    """Recommendations per second with `procs` one-thread workers splitting the batches."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    start, done = ctx.Barrier(procs + 1), ctx.Queue()
+    workers = [ctx.Process(target=_score_share, args=(str(pyfunc_dir), batches[i::procs], start, done))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.perf_counter()
+    scored = sum(done.get() for _ in workers)
+    wall = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    return scored / wall
 
 
 def main() -> None:
@@ -93,7 +135,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="histories per batched request")
     ap.add_argument("--batched", type=int, default=1024, help="histories scored in batched requests")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
+    ap.add_argument("--procs", type=int, default=os.cpu_count() or 1,
+                    help="worker processes of one thread each for the multi-process batched figure "
+                         "(the layout of `mlflow models serve --workers N` with serving.max_threads 1)")
     ap.add_argument("--sids-epochs", type=int, default=None, help="RQ-VAE epochs (default: the stage's)")
+    ap.add_argument("--pyfunc", default=None,
+                    help="a trained packaged model (a run's package-op/served_model) instead of random weights")
     ap.add_argument("--tiny", action="store_true", help="the shipped sample and tiny-qwen3, few requests")
     args = ap.parse_args()
     if args.tiny:
@@ -108,7 +155,8 @@ def main() -> None:
     import hashlib
 
     data_key = hashlib.sha256(str(Path(args.data).resolve()).encode()).hexdigest()[:8]
-    pyfunc_dir, histories = prepare(Path(args.data), args.model, Path(args.work) / data_key, args.sids_epochs)
+    pyfunc_dir, histories = prepare(Path(args.data), args.model, Path(args.work) / data_key, args.sids_epochs,
+                                    Path(args.pyfunc) if args.pyfunc else None)
     model = mlflow.pyfunc.load_model(str(pyfunc_dir))
     rec = model.unwrap_python_model().recommender
     torch.set_num_threads(args.threads)   # loading may reset it
@@ -147,25 +195,29 @@ def main() -> None:
         model.predict(pd.DataFrame({"history": b}), params={"k": 10})
     recs_per_s = nb / (time.perf_counter() - t0)
     recs_per_cpu_s = nb / (time.process_time() - c0)
+    procs = max(1, min(args.procs, len(batches)))
+    recs_per_s_procs = multi_process_recs_per_s(pyfunc_dir, batches, procs)
 
     figures = {
-        "model": args.model, "catalogue_items": len(rec), "catalogue_sids": len(rec.trie.sids),
+        "model": args.pyfunc or args.model, "trained_weights": bool(args.pyfunc), "catalogue_items": len(rec), "catalogue_sids": len(rec.trie.sids),
         "sid_levels": rec.trie.levels, "beams": 10, "threads": args.threads, "requests_batch1": n1,
         "p50_ms_batch1": round(percentile(lat, 50), 2), "p99_ms_batch1": round(percentile(lat, 99), 2),
         "baseline_bare_decoder_p50_ms": round(percentile(bare, 50), 2),
         "baseline_bare_decoder_p99_ms": round(percentile(bare, 99), 2),
         "cpu_p50_ms_batch1": round(percentile(lat_cpu, 50), 2), "cpu_p99_ms_batch1": round(percentile(lat_cpu, 99), 2),
         "batch_size": args.batch_size, "histories_batched": nb, "recs_per_s_batched": round(recs_per_s, 1),
-        "recs_per_cpu_s_batched": round(recs_per_cpu_s, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "recs_per_cpu_s_batched": round(recs_per_cpu_s, 1),
+        "procs": procs, "recs_per_s_batched_procs": round(recs_per_s_procs, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpu_cores": os.cpu_count(),
         "target_p99_ms": TARGET_P99_MS, "target_recs_per_s": TARGET_RECS_PER_S,
     }
     figures["meets_p99"] = figures["p99_ms_batch1"] <= TARGET_P99_MS
-    figures["meets_throughput"] = figures["recs_per_s_batched"] >= TARGET_RECS_PER_S
+    figures["meets_throughput"] = max(figures["recs_per_s_batched"], figures["recs_per_s_batched_procs"]) >= TARGET_RECS_PER_S
     print(f"batch 1 through pyfunc: p50 {figures['p50_ms_batch1']} ms, p99 {figures['p99_ms_batch1']} ms "
           f"(target p99 <= {TARGET_P99_MS}); bare decoder p50 {figures['baseline_bare_decoder_p50_ms']} ms, "
           f"p99 {figures['baseline_bare_decoder_p99_ms']} ms", file=sys.stderr)
     print(f"batched ({args.batch_size}/request): {figures['recs_per_s_batched']} recommendations/s "
+          f"in one process; {figures['recs_per_s_batched_procs']} with {procs} one-thread worker processes "
           f"(target >= {TARGET_RECS_PER_S})", file=sys.stderr)
     print(json.dumps(figures))
 

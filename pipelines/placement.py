@@ -29,12 +29,14 @@ OBJECT_STORE_SECRET_KEYS = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AW
 # The pipeline's MLflow user (the server runs MLflow's basic-auth app: k8s/base/mlflow.yaml).
 MLFLOW_SECRET = "sidreasoner-mlflow-pipeline"
 MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
-# Non-secret endpoints (k8s/base/platform-config.yaml): object store endpoint and MLflow server.
+# Non-secret settings (k8s/base/platform-config.yaml): object store endpoint and region, and where a
+# retried step finds its run's checkpoints and teacher answers (sidreasoner_core/step_state.py).
 PLATFORM_CONFIG_MAP = "sidreasoner-config"
 PLATFORM_CONFIG_KEYS = {
     "s3-endpoint": "AWS_ENDPOINT_URL_S3",
     "mlflow-s3-endpoint": "MLFLOW_S3_ENDPOINT_URL",
     "aws-region": "AWS_DEFAULT_REGION",
+    "state-uri": "SIDREASONER_STATE_URI",
 }
 
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def _secret_values(s3_endpoint: str) -> dict[str, str]:
             "secret/sidreasoner-mlflow-pipeline:password": "rehearsal-mlflow-password",
             "configmap/sidreasoner-config:s3-endpoint": s3_endpoint,
             "configmap/sidreasoner-config:mlflow-s3-endpoint": s3_endpoint,
-            "configmap/sidreasoner-config:aws-region": "us-east-1"}
+            "configmap/sidreasoner-config:aws-region": "us-east-1",
+            "configmap/sidreasoner-config:state-uri": f"s3://{BUCKET}/step-state"}
 
 
 # The launcher mounts artifacts under /s3/; here each pod gets its own directory for that mount.
@@ -365,8 +367,10 @@ def upload_data(services: Services, data_dir: Path) -> str:
 
 def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED / "sidreasoner.yaml",
              data: str | Path = SAMPLE_DATA, out_dir: str | Path = "runs/rehearsal", config: dict | None = None,
-             timeout_s: float = 600, stop_at_failure: bool = False, only: list[str] | None = None) -> dict:
-    """Run every task of `compiled` as its pod would; returns the report (also written as report.json)."""
+             timeout_s: float = 600, stop_at_failure: bool = False, only: list[str] | None = None,
+             parallel: int = 2) -> dict:
+    """Run every task of `compiled` as its pod would; returns the report (also written as report.json).
+    Up to `parallel` tasks whose upstream tasks passed run at the same time."""
     from sidreasoner_core.stages import validate_pipeline_config
 
     compiled = Path(compiled)
@@ -382,7 +386,6 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
     validate_pipeline_config(run_config, name=f"{preset} + rehearsal scale-down")
     spec, _ = _dag(compiled)
     services = Services(work)
-    results: list[TaskResult] = []
     started = time.time()
     try:
         params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
@@ -390,20 +393,35 @@ def rehearse(preset: str = "cluster", compiled: str | Path = contract.COMPILED /
                       tracking_uri=services.tracking_uri, experiment="rehearsal")
         run_root = f"s3://{BUCKET}/root/{run_id}"
         produced: dict = {}
-        failed = False
-        for placement in dag_order(compiled):
-            deps = spec["root"]["dag"]["tasks"][placement.task].get("dependentTasks", [])
-            selected = not only or placement.task in only or placement.display in only
-            if not selected or any(d not in produced for d in deps) or (failed and stop_at_failure):
-                results.append(TaskResult(placement.task, placement.display, placement.image, gpus=placement.gpus,
-                                          message="not selected" if not selected else "an upstream task did not pass"))
-                continue
-            log.info("rehearsal: %s (%s)", placement.display, placement.image)
-            res = run_task(services, spec, placement, run_config, params, produced, run_root, run_id, work, shim,
-                           timeout_s, teacher_swapped)
-            log.info("rehearsal: %s %s %s", placement.display, res.status, res.message)
-            results.append(res)
-            failed = failed or res.status == "fail"
+        finished: dict[str, TaskResult] = {}
+        order = dag_order(compiled)
+        pending, running = list(order), {}
+        # Tasks whose upstream passed run at once, up to `parallel` (as KFP runs independent pods).
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            while pending or running:
+                failed = any(r.status == "fail" for r in finished.values())
+                for placement in list(pending):
+                    deps = spec["root"]["dag"]["tasks"][placement.task].get("dependentTasks", [])
+                    selected = not only or placement.task in only or placement.display in only
+                    blocked = any(d in finished and d not in produced for d in deps)
+                    if not selected or blocked or (failed and stop_at_failure):
+                        finished[placement.task] = TaskResult(
+                            placement.task, placement.display, placement.image, gpus=placement.gpus,
+                            message="not selected" if not selected else "an upstream task did not pass")
+                        pending.remove(placement)
+                    elif all(d in produced for d in deps) and len(running) < max(1, parallel):
+                        log.info("rehearsal: %s (%s)", placement.display, placement.image)
+                        running[pool.submit(run_task, services, spec, placement, run_config, params, produced,
+                                            run_root, run_id, work, shim, timeout_s, teacher_swapped)] = placement
+                        pending.remove(placement)
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    res = future.result()
+                    log.info("rehearsal: %s %s %s", res.display, res.status, res.message)
+                    finished[running.pop(future).task] = res
+        results = [finished[p.task] for p in order]
     finally:
         services.close()
     report = {"preset": preset, "compiled": str(compiled), "run_dir": str(work),

@@ -39,12 +39,14 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option("runs/rehearsal", "--out", help="where rehearsal run directories go"),
         only: Optional[list[str]] = typer.Option(None, "--only", help="run only these tasks (upstream must pass)"),
         timeout_s: float = typer.Option(600, "--timeout", help="per-task time limit, seconds"),
+        parallel: int = typer.Option(2, "--parallel", help="tasks run at once where the DAG allows"),
     ) -> None:
         """Run every task of the compiled pipeline as its pod would (image env, placement env, S3 root)."""
         from pipelines import rehearsal
 
         report = rehearsal.rehearse(preset, compiled or rehearsal.contract.COMPILED / "sidreasoner.yaml",
-                                    data or rehearsal.SAMPLE_DATA, out, timeout_s=timeout_s, only=only)
+                                    data or rehearsal.SAMPLE_DATA, out, timeout_s=timeout_s, only=only,
+                                    parallel=parallel)
         typer.echo(rehearsal.format_report(report))
         typer.echo(f"report: {report['run_dir']}/report.json")
         raise typer.Exit(0 if report["passed"] else 1)

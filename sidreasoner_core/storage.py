@@ -4,11 +4,15 @@ S3 access goes through boto3; the endpoint comes from `AWS_ENDPOINT_URL_S3`,
 `AWS_ENDPOINT_URL` or `MLFLOW_S3_ENDPOINT_URL` (MinIO on the cluster, moto in tests).
 Every object-store failure (no credentials, no endpoint, no bucket, access denied) surfaces as
 a `StorageError` naming the URI, so the command line can print it as one line.
+The key-level functions below also take a local path (a mounted volume, e.g. a PVC) for the same
+URI shape, so callers that keep state "in the store" need not care which one is configured.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,6 +44,7 @@ def s3_client():
 @contextlib.contextmanager
 def s3_errors(uri: str):
     """Turn botocore's exceptions into one StorageError that names `uri` and the likely fix."""
+    import boto3.exceptions
     import botocore.exceptions as be
 
     try:
@@ -58,12 +63,23 @@ def s3_errors(uri: str):
                 "InvalidAccessKeyId": "the access key is not known to the object store",
                 "SignatureDoesNotMatch": "the secret key does not match the access key"}.get(code, msg or code)
         raise StorageError(f"{uri}: {hint} ({code})") from None
-    except be.BotoCoreError as exc:
+    except (be.BotoCoreError, boto3.exceptions.Boto3Error) as exc:  # e.g. S3UploadFailedError from upload_file
         raise StorageError(f"{uri}: object-store error ({exc})") from None
+
+
+def _is_partial(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(".part")  # a write in progress (_copy_atomic)
+
+
+def _local_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not _is_partial(p)) if root.is_dir() else []
 
 
 def list_keys(uri: str, limit: int | None = None) -> list[str]:
     """Keys under the prefix `uri` (relative to it), at most `limit`."""
+    if not is_s3(uri):
+        root = Path(uri)
+        return [p.relative_to(root).as_posix() for p in _local_files(root)][:limit]
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/"
     out: list[str] = []
@@ -77,18 +93,43 @@ def list_keys(uri: str, limit: int | None = None) -> list[str]:
 
 
 def read_bytes(uri: str) -> bytes:
+    if not is_s3(uri):
+        try:
+            return Path(uri).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"{uri}: cannot read ({exc.strerror})") from None
     bucket, key = split_s3(uri)
     with s3_errors(uri):
         return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _copy_atomic(write, dest: Path) -> None:
+    """Write through a temp name and rename: a reader (or a kill) never sees half a file, as with an S3 PUT."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        write(part)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def put_bytes(uri: str, data: bytes) -> None:
+    if not is_s3(uri):
+        try:
+            _copy_atomic(lambda p: p.write_bytes(data), Path(uri))
+        except OSError as exc:
+            raise StorageError(f"{uri}: cannot write ({exc.strerror})") from None
+        return
     bucket, key = split_s3(uri)
     with s3_errors(uri):
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
 def delete_key(uri: str) -> None:
+    if not is_s3(uri):
+        Path(uri).unlink(missing_ok=True)
+        return
     bucket, key = split_s3(uri)
     with s3_errors(uri):
         s3_client().delete_object(Bucket=bucket, Key=key)
@@ -96,9 +137,16 @@ def delete_key(uri: str) -> None:
 
 def upload_dir(local: Path, uri: str, last: str | None = None) -> None:
     """Upload every file under `local` to the prefix `uri`; the file named `last` goes last."""
-    bucket, prefix = split_s3(uri)
-    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files = _local_files(Path(local))
     files.sort(key=lambda p: p.name == last)  # stable: the commit marker ends the upload
+    if not is_s3(uri):
+        try:
+            for path in files:
+                _copy_atomic(lambda p, src=path: shutil.copyfile(src, p), Path(uri) / path.relative_to(local))
+        except OSError as exc:
+            raise StorageError(f"{uri}: cannot write ({exc.strerror})") from None
+        return
+    bucket, prefix = split_s3(uri)
     with s3_errors(uri):
         client = s3_client()
         for path in files:
@@ -108,6 +156,13 @@ def upload_dir(local: Path, uri: str, last: str | None = None) -> None:
 
 def download_prefix(uri: str, local: Path) -> list[str]:
     """Download every object under the prefix `uri` into `local`; returns relative names."""
+    if not is_s3(uri):
+        names = list_keys(uri)
+        for rel in names:
+            dest = Path(local) / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(uri) / rel, dest)
+        return names
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/"
     names = []
@@ -126,6 +181,9 @@ def download_prefix(uri: str, local: Path) -> list[str]:
 
 
 def delete_prefix(uri: str) -> None:
+    if not is_s3(uri):
+        shutil.rmtree(uri, ignore_errors=True)
+        return
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/"
     with s3_errors(uri):

@@ -64,5 +64,5 @@ def test_serve_bench_runs_at_a_tiny_size(tmp_path):
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["catalogue_items"] == 400 and figures["beams"] == 10
     assert 0 < figures["p50_ms_batch1"] <= figures["p99_ms_batch1"]
-    assert figures["recs_per_s_batched"] > 0 and figures["baseline_bare_decoder_p50_ms"] > 0
+    assert figures["recs_per_s_batched"] > 0 and figures["recs_per_s_batched_procs"] > 0 and figures["baseline_bare_decoder_p50_ms"] > 0
     assert isinstance(figures["meets_p99"], bool) and isinstance(figures["meets_throughput"], bool)

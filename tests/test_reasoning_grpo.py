@@ -96,6 +96,8 @@ def test_paper_defaults_and_vllm_regex():
     bounded = re.compile(grpo.vllm_sid_regex(cat, max_completion_tokens=40))  # 40 - (8 + 2 + 15 + 1) = 14 chars
     assert bounded.fullmatch("<think>\nhmm\n</think>\n\n<a_1><b_2><c_4>")
     assert not bounded.fullmatch("<think>\n" + "x" * 20 + "\n</think>\n\n<a_1><b_2><c_4>")
+    for r in (rx, bounded):  # a `</think>` inside the reasoning would be parsed as its end
+        assert not r.fullmatch("<think>\nh</think>m\n</think>\n\n<a_1><b_2><c_4>")
     with pytest.raises(ValueError, match="max_completion_length 20 leaves no room"):
         grpo.vllm_sid_regex(cat, max_completion_tokens=20)
     with pytest.raises(ValueError, match="vllm_server_base_url"):

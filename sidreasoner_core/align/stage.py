@@ -16,13 +16,14 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import step_state
 from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
 from ..corpus import KIND as CORPUS_KIND
 from ..dataset import KIND as DATASET_KIND
 from ..dataset import read_items, read_samples
 from ..sid import KIND as SIDS_KIND
 from ..sid import SIDS_FILE, read_sid_table
-from ..training.checkpoints import work_dir_for
+from ..training.checkpoints import CHECKPOINTS, persistent_store, work_dir_for
 from ..training.runtime import has_gpu
 from . import gsm8k as gsm8k_eval
 from .config import EARLY_STOP_TASK, AlignConfig
@@ -104,10 +105,11 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
+    store = persistent_store("align", work / CHECKPOINTS, config.train.resume)
     tokens = table.vocabulary()
     result = train_sft(model if in_process else ref, train, evals, config.train, work,
                        tokenizer=tok if in_process else None, sid_tokens=tokens,
-                       early_stopping_task=early, callbacks=callbacks)
+                       early_stopping_task=early, callbacks=callbacks, checkpoint_store=store)
     if gsm_rows:
         _to_accelerator(result.model)
     after = gsm8k_eval.evaluate(result.model, result.tokenizer, gsm_rows, config.gsm8k_max_new_tokens,
@@ -138,6 +140,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
                     for o in res["outputs"]:
                         f.write(json.dumps({"when": when, **o}) + "\n")
     shutil.rmtree(work, ignore_errors=True)  # published: the checkpoints are no longer needed
+    step_state.clear(store and store.uri)
     log.info("align metrics: %s", json.dumps(metrics, sort_keys=True))
     return open_artifact(out, kind=KIND)
 

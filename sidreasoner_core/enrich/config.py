@@ -70,11 +70,15 @@ class EnrichConfig(StageConfig):
     cache_dir: str = Field("", description="resumable response cache (local dir); '' = '.<out>.enrich-cache' "
                                            "beside a local output, or under $SIDREASONER_CACHE for s3:// outputs. "
                                            "Copied into the artifact's cache/ at the end")
+    state_flush_answers: int = Field(20, ge=1, description="with a persistent step state ($SIDREASONER_STATE_URI and a "
+                                     "pipeline run id): new answers are saved there every this many answers ...")
+    state_flush_s: float = Field(10.0, gt=0, description="... or this many seconds, whichever comes first, so a "
+                                 "retried pod pays again for at most these (none after a SIGTERM: it flushes)")
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES),
                                      description="model -> USD per 1M input/output tokens, for usage.json")
     ray_engine: Literal["http", "vllm"] = Field(
         "http", description="ray backend: 'http' batches requests to base_url; 'vllm' runs `model` (a local dir or "
-                            "Hub id) in vLLM engine actors on the Ray cluster's GPUs (needs vllm)")
+                            "Hub id) in vLLM engine actors on the Ray cluster's GPUs, or its CPUs without GPUs (needs vllm)")
     vllm_engine_kwargs: dict = Field(default_factory=dict, description="ray+vllm: vLLM engine kwargs "
                                                                        "(e.g. max_model_len, tensor_parallel_size)")
     ray_concurrency: int = Field(1, ge=1, description="ray backend: HTTP workers or vLLM engine replicas")

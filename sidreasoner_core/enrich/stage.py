@@ -1,20 +1,23 @@
 """Enrichment stage entry points: `run(config, dataset, sids, out)` and the pipeline `step`."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .. import corpus
+from .. import corpus, step_state
 from ..artifacts import Artifact, ArtifactError, open_artifact, write_artifact
 from ..storage import is_s3
 from . import inputs, prompts
-from .cache import ResponseCache
+from .cache import ResponseCache, StoreSync
 from .client import Usage
 from .config import EnrichConfig
 from .jobs import Job, analysis_json, item_job, user_job
@@ -42,6 +45,24 @@ def _previous_cache(out: str | Path) -> tuple[Path, ...]:
     except ArtifactError:
         return ()
     return (prev.path / corpus.CACHE_DIR,)
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """A SIGTERM (pod eviction, preemption, KFP cancel) unwinds like an exception, so the cache's
+    final flush to the step state runs before the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_jobs(config: EnrichConfig, items: dict, samples: pd.DataFrame) -> tuple[list[Job], list[Job], pd.DataFrame]:
@@ -97,17 +118,21 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
         run_offline(jobs, config)
     else:
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(out)
-        cache = ResponseCache(cache_dir, seed_dirs=_previous_cache(out))
-        log.info("enrich: response cache %s (%d cached answer(s))", cache_dir, len(cache))
+        state_uri = step_state.step_state_uri("enrich", "cache")
+        sync = StoreSync(state_uri, config.state_flush_answers, config.state_flush_s) if state_uri else None
+        cache = ResponseCache(cache_dir, seed_dirs=_previous_cache(out), sync=sync)
+        log.info("enrich: response cache %s (%d cached answer(s))%s", cache_dir, len(cache),
+                 f", saved to {state_uri}" if state_uri else "")
         try:
-            if config.backend == "ray":
-                from .ray_path import run_ray
+            with _exit_on_sigterm():
+                if config.backend == "ray":
+                    from .ray_path import run_ray
 
-                run_ray(jobs, config, cache, usage)
-            else:
-                from .runner import run_teacher
+                    run_ray(jobs, config, cache, usage)
+                else:
+                    from .runner import run_teacher
 
-                run_teacher(jobs, config, cache, usage)
+                    run_teacher(jobs, config, cache, usage)
         finally:
             cache.close()
 
@@ -140,6 +165,8 @@ def run(config: EnrichConfig, dataset: Artifact | str | Path, sids: Artifact | s
             cache.export(d / corpus.CACHE_DIR)
     if cache is not None and not config.cache_dir:
         cache.remove()  # its content now lives in the artifact's cache/, which a rerun seeds from
+    if cache is not None and cache.sync is not None:
+        step_state.clear(cache.sync.uri)  # published: a succeeded step is not retried
     log.info("enrich: %s", json.dumps(usage_doc))
     return open_artifact(out, kind=corpus.KIND)
 

@@ -35,8 +35,9 @@ def records(reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStart
 
 
 def train(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path,
-          sid_tokens: Sequence[str] | None = None, callbacks: Sequence = ()):
+          sid_tokens: Sequence[str] | None = None, callbacks: Sequence = (), checkpoint_store=None):
     """Run (or resume) the SFT; returns the `training.sft.SFTResult`."""
     from ..training.sft import train_sft
 
-    return train_sft(model_ref, recs, None, cfg.train, work_dir, sid_tokens=sid_tokens, callbacks=callbacks)
+    return train_sft(model_ref, recs, None, cfg.train, work_dir, sid_tokens=sid_tokens, callbacks=callbacks,
+                     checkpoint_store=checkpoint_store)

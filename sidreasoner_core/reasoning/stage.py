@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import step_state
 from ..artifacts import MANIFEST, Artifact, open_artifact, write_artifact
 from ..corpus import KIND as CORPUS_KIND
 from ..corpus import USER_REASONING_FILE
@@ -29,7 +30,7 @@ from ..dataset import SAMPLES_FILE, read_samples
 from ..sid import KIND as SIDS_KIND
 from ..sid import SIDTable, read_sid_table
 from ..training import launch as launcher
-from ..training.checkpoints import work_dir_for
+from ..training.checkpoints import CHECKPOINTS, persistent_store, work_dir_for
 from ..training.runtime import cpu_threads
 from .callbacks import CURVES_FILE, CurveLog, curve_callback, recall_callback
 from .config import ColdStartConfig, GRPOStageConfig
@@ -179,9 +180,10 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     tokens = _sid_tokens(model_in, table)
     ref = _model_ref(config.model, model_in)
+    store = persistent_store("coldstart", work / CHECKPOINTS, config.train.resume)
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
-                                 callbacks=[curve_callback(curves)])
+                                 callbacks=[curve_callback(curves)], checkpoint_store=store)
     rows = curves.rows()
     losses = [r["loss"] for r in rows if "loss" in r]
     metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0,
@@ -189,6 +191,7 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     art = _publish(out, config, parents=parents, model_ref=ref, model=result.model, tokenizer=result.tokenizer,
                    sid_tokens=tokens, metrics=metrics, rows=rows, curves=COLDSTART_CURVES)
     shutil.rmtree(work, ignore_errors=True)
+    step_state.clear(store and store.uri)  # published: a succeeded step is not retried
     log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
 
@@ -240,23 +243,25 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
         callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
+    store = persistent_store("grpo", work / CHECKPOINTS, config.resume)
     if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):
         # several GPUs / ZeRO: the same training in `accelerate launch` workers
-        info = grpo.launch(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
-                           curves.path, eval_rows)
+        info = grpo.launch(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
+                           curves.path, eval_rows, checkpoint_store=store)
         if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
             for row in curves.rows():
                 tracker.log_metrics({mlflow_name(k): v for k, v in row.items() if k != "step"}, step=int(row["step"]))
     else:
         with cpu_threads(config.cpu_threads):
-            info = grpo.train(config, model_dir, train_rows, catalogue, work / "checkpoints", work / "final",
-                              callbacks)
+            info = grpo.train(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
+                              callbacks, checkpoint_store=store)
     rows = curves.rows()
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
                "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
     art = _publish(out, config, parents=parents, model_ref=ref, model=work / "final",
                    sid_tokens=_sid_tokens(model_in, table), metrics=metrics, rows=rows, curves=GRPO_CURVES)
     shutil.rmtree(work, ignore_errors=True)
+    step_state.clear(store and store.uri)
     log.info("grpo metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
 

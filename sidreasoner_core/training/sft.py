@@ -9,6 +9,7 @@ cold-start reasoning activation (paper §3.3.1).
         eval_records,              # same, or None; grouped by "task" -> one validation loss per task
         SFTOptions(learning_rate=1e-5, num_train_epochs=1, max_steps=-1),
         out_dir,                   # checkpoints live in out_dir/checkpoints (resumable after a kill)
+        checkpoint_store=store,    # optional training.checkpoints.CheckpointStore: each checkpoint copied there
         sid_tokens=sid.vocabulary(3, 256),   # added as ordinary tokens, embeddings resized (deterministic)
         early_stopping_task="sid_history_to_sid",  # validation loss that picks the best checkpoint
         callbacks=[...],           # extra transformers TrainerCallbacks (in-process runs only)
@@ -42,7 +43,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 from . import launch as launcher
-from .checkpoints import CHECKPOINTS, checkpoint_step, last_complete_checkpoint
+from .checkpoints import CHECKPOINTS, CheckpointStore, checkpoint_step, last_complete_checkpoint
 from .options import SFTOptions
 from .runtime import has_gpu, trainer_precision
 from .trl_args import build_trl_config
@@ -367,9 +368,10 @@ FINAL_DIR = "final"               # the model the workers save (gathered from Ze
 
 def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str | Path, *,
               tokenizer=None, sid_tokens: Sequence[str] | None = None, early_stopping_task: str | None = None,
-              callbacks: Sequence = ()) -> SFTResult:
+              callbacks: Sequence = (), checkpoint_store: CheckpointStore | None = None) -> SFTResult:
     """Fine-tune `model` on the records; see the module docstring. Resumes from the last complete
-    checkpoint in out_dir/checkpoints when `opts.resume` (the default)."""
+    checkpoint in out_dir/checkpoints when `opts.resume` (the default); with a `checkpoint_store`
+    every saved checkpoint is also copied there (a retried pod restores it: `checkpoints.persistent_store`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_list, eval_list = _records(train_records), _records(eval_records)
@@ -377,11 +379,13 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
         raise SFTDataError("train_sft: no training records")
     if launcher.needs_launch(opts.num_gpus, opts.deepspeed):
         return _train_in_workers(model, train_list, eval_list, opts, out_dir, tokenizer=tokenizer,
-                                 sid_tokens=sid_tokens, early_stopping_task=early_stopping_task, callbacks=callbacks)
+                                 sid_tokens=sid_tokens, early_stopping_task=early_stopping_task, callbacks=callbacks,
+                                 checkpoint_store=checkpoint_store)
 
+    store_cb = [checkpoint_store.callback()] if checkpoint_store is not None else []
     trainer, added = build_trainer(model, train_list, eval_list, opts, out_dir, tokenizer=tokenizer,
                                    sid_tokens=sid_tokens, early_stopping_task=early_stopping_task,
-                                   callbacks=callbacks)
+                                   callbacks=[*callbacks, *store_cb])
     tok, tasks, ckpt_dir = trainer.processing_class, trainer.task_names, out_dir / CHECKPOINTS
     resume = last_complete_checkpoint(ckpt_dir) if opts.resume else None
     if resume:
@@ -424,7 +428,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def write_job_inputs(model, train: list[dict], evals: list[dict], opts: SFTOptions, out_dir: Path, *,
-                     sid_tokens=None, early_stopping_task=None, tokenizer=None) -> tuple[Path, dict]:
+                     sid_tokens=None, early_stopping_task=None, tokenizer=None,
+                     checkpoint_store: CheckpointStore | None = None) -> tuple[Path, dict]:
     """(job dir, payload): the records as JSON lines beside the job, an in-memory model saved as a directory."""
     d = Path(out_dir) / LAUNCH_DIR
     d.mkdir(parents=True, exist_ok=True)
@@ -435,7 +440,8 @@ def write_job_inputs(model, train: list[dict], evals: list[dict], opts: SFTOptio
     _write_jsonl(d / "train.jsonl", train)
     _write_jsonl(d / "eval.jsonl", evals)
     payload = {"model": str(model), "opts": opts.model_dump(mode="json"), "out_dir": str(out_dir),
-               "sid_tokens": list(sid_tokens) if sid_tokens else None, "early_stopping_task": early_stopping_task}
+               "sid_tokens": list(sid_tokens) if sid_tokens else None, "early_stopping_task": early_stopping_task,
+               "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None}
     return d, payload
 
 
@@ -444,7 +450,8 @@ def worker(payload: dict, job_dir: Path) -> None:
     opts = SFTOptions.model_validate(payload["opts"])
     result = train_sft(payload["model"], _read_jsonl(job_dir / "train.jsonl"), _read_jsonl(job_dir / "eval.jsonl"),
                        opts, payload["out_dir"], sid_tokens=payload["sid_tokens"],
-                       early_stopping_task=payload["early_stopping_task"])
+                       early_stopping_task=payload["early_stopping_task"],
+                       checkpoint_store=CheckpointStore(payload["checkpoint_store"]) if payload.get("checkpoint_store") else None)
     final = Path(payload["out_dir"]) / FINAL_DIR
     result.trainer.save_model(str(final))  # gathers ZeRO-3 shards; writes on the main process only
     if result.trainer.is_world_process_zero():
@@ -463,11 +470,13 @@ def replay_logs(callbacks: Sequence, history: list[dict]) -> None:
 
 
 def _train_in_workers(model, train, evals, opts: SFTOptions, out_dir: Path, *, sid_tokens=None,
-                      early_stopping_task=None, tokenizer=None, callbacks: Sequence = ()) -> SFTResult:
+                      early_stopping_task=None, tokenizer=None, callbacks: Sequence = (),
+                      checkpoint_store: CheckpointStore | None = None) -> SFTResult:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     job_dir, payload = write_job_inputs(model, train, evals, opts, out_dir, sid_tokens=sid_tokens,
-                                        early_stopping_task=early_stopping_task, tokenizer=tokenizer)
+                                        early_stopping_task=early_stopping_task, tokenizer=tokenizer,
+                                        checkpoint_store=checkpoint_store)
     launcher.launch("sidreasoner_core.training.sft:worker", payload, job_dir, num_gpus=opts.num_gpus,
                     deepspeed=opts.deepspeed, precision=opts.precision)
     final = Path(out_dir) / FINAL_DIR
