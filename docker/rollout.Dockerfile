@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # GPU rollout image: CUDA + vLLM + the sidreasoner package. Serves GRPO rollouts
 # (`trl vllm-serve` / vLLM colocated with the trainer) and large batch generation.
-#   docker build -f docker/rollout.Dockerfile -t ghcr.io/sidreasoner/sidreasoner-rollout:0.1.0 .
+#   docker build -f docker/rollout.Dockerfile -t "$(python -m pipelines.images --ref sidreasoner-rollout)" .
+#   (the tag is a digest of this file and what it copies: components/image_tags.json)
 # Same digest-pinned CUDA devel base as the trainer (shared layers; FlashInfer JIT needs nvcc).
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:24c8e3581ea6330038b0d374920721983312627f8adbfcf390bdb4b399d280ed
 

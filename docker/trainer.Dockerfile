@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # GPU trainer image: CUDA (devel: DeepSpeed JIT-compiles its fused ops with nvcc) + DeepSpeed +
 # the sidreasoner package. Runs alignment SFT, cold-start SFT and GRPO through accelerate/ZeRO.
-#   docker build -f docker/trainer.Dockerfile -t ghcr.io/sidreasoner/sidreasoner-trainer:0.1.0 .
+#   docker build -f docker/trainer.Dockerfile -t "$(python -m pipelines.images --ref sidreasoner-trainer)" .
+#   (the tag is a digest of this file and what it copies: components/image_tags.json)
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04@sha256:24c8e3581ea6330038b0d374920721983312627f8adbfcf390bdb4b399d280ed
 
 # torch's CUDA build must match the toolkit above (12.8) for DeepSpeed's op builder.

@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.images import CPU_IMAGE, ROLLOUT_IMAGE, TRAINER_IMAGE
+from components.images import CPU_IMAGE, DOCKERFILES, REGISTRY, ROLLOUT_IMAGE, TAGS_FILE, TRAINER_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,128 @@ def in_image(build: ImageBuild, rel_path: str, repo: Path = REPO) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------ content tags
+
+TAG_LENGTH = 12  # hex digits of the sha256 (48 bits: no collision among one repository's builds)
+# Files written from the tags themselves: left out of the digest they come from.
+DERIVED = (TAGS_FILE.relative_to(REPO).as_posix(),)
+# Kustomizations that pin images of docker/ (`images:` entries), rewritten with the tags.
+KUSTOMIZATIONS = ("k8s/base/kustomization.yaml", "k8s/serving/kustomization.yaml")
+
+
+def copy_sources(dockerfile: str, repo: Path = REPO) -> list[str]:
+    """Paths (relative to the build context) the Dockerfile's COPY/ADD lines take from the context."""
+    out = []
+    for line in (repo / dockerfile).read_text().splitlines():
+        m = re.match(r"\s*(?:COPY|ADD)\s+(.*)$", line, flags=re.I)
+        if not m:
+            continue
+        tokens = m.group(1).split()
+        if any(t.startswith("--from") for t in tokens):
+            continue  # copies from another stage or image, not from the context
+        out += [t.rstrip("/") or "." for t in tokens if not t.startswith("--")][:-1]
+    return out
+
+
+def _git_visible(repo: Path) -> set[str] | None:
+    """Tracked + untracked-not-ignored files (what a clean checkout, e.g. the CI build, holds)."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {p for p in out.decode().split("\0") if p}
+
+
+def context_files(dockerfile: str, repo: Path = REPO) -> list[str]:
+    """Every file that goes into the image: the Dockerfile, its .dockerignore and the files its COPY
+    lines take from the context, less those the .dockerignore (or git) leaves out, sorted."""
+    patterns = dockerignore_patterns(ImageBuild("", dockerfile, ""), repo)
+    visible = _git_visible(repo)
+    files = {dockerfile}
+    if (repo / (dockerfile + ".dockerignore")).is_file():
+        files.add(dockerfile + ".dockerignore")
+    for src in copy_sources(dockerfile, repo):
+        matched = sorted(repo.glob(src)) if any(c in src for c in "*?[") else [repo / src]
+        if not any(p.exists() for p in matched):
+            raise FileNotFoundError(f"{dockerfile}: COPY source {src!r} is not in the build context {repo}")
+        for path in matched:
+            for f in ([path] if path.is_file() else sorted(path.rglob("*"))):
+                rel = f.relative_to(repo).as_posix()
+                if (f.is_file() and rel not in DERIVED and not _ignored(rel, patterns)
+                        and (visible is None or rel in visible)):
+                    files.add(rel)
+    return sorted(files)
+
+
+def content_tag(dockerfile: str, repo: Path = REPO) -> str:
+    """sha256 over the (path, mode, bytes) of every file that goes into the image, shortened."""
+    digest = hashlib.sha256()
+    for rel in context_files(dockerfile, repo):
+        path = repo / rel
+        mode = "x" if os.access(path, os.X_OK) else "-"
+        digest.update(f"{rel}\0{mode}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:TAG_LENGTH]
+
+
+def computed_tags(repo: Path | None = None) -> dict[str, str]:
+    """Image name -> the tag its files hash to now."""
+    repo = repo or REPO
+    return {name: content_tag(dockerfile, repo) for name, dockerfile in sorted(DOCKERFILES.items())}
+
+
+def _kustomize_tags(text: str) -> dict[str, str]:
+    import yaml
+
+    entries = (yaml.safe_load(text) or {}).get("images", [])
+    return {e["name"].rsplit("/", 1)[-1]: str(e.get("newTag")) for e in entries
+            if e.get("name", "").startswith(REGISTRY + "/")}
+
+
+def stale_tags(repo: Path | None = None) -> list[str]:
+    """What names an image by a tag its files no longer hash to (empty when all are current)."""
+    repo = repo or REPO
+    fresh = computed_tags(repo)
+    tags_file = repo / DERIVED[0]
+    committed = json.loads(tags_file.read_text()) if tags_file.is_file() else {}
+    problems = [f"image {name}: {DERIVED[0]} has tag {committed.get(name, '(none)')}, but "
+                f"{DOCKERFILES[name]} and the files it copies hash to {tag}"
+                for name, tag in fresh.items() if committed.get(name) != tag]
+    for kust in KUSTOMIZATIONS:
+        for name, tag in _kustomize_tags((repo / kust).read_text()).items():
+            if fresh.get(name) != tag:
+                problems.append(f"image {name}: {kust} pins tag {tag}, but its files hash to {fresh.get(name)}")
+    return problems
+
+
+def write_tags(repo: Path | None = None) -> bool:
+    """Write the computed tags (image_tags.json and the kustomizations' `images:`); True if any changed."""
+    repo = repo or REPO
+    fresh = computed_tags(repo)
+    changed = False
+    tags_file = repo / DERIVED[0]
+    text = json.dumps(fresh, indent=2, sort_keys=True) + "\n"
+    if not tags_file.is_file() or tags_file.read_text() != text:
+        _atomic_write(tags_file, text)
+        changed = True
+    for kust in KUSTOMIZATIONS:
+        path = repo / kust
+        old = path.read_text()
+        new = old
+        for name in _kustomize_tags(old):
+            new = re.sub(rf"(- name: {re.escape(REGISTRY)}/{re.escape(name)}\n\s+newTag: )\S+", rf"\g<1>{fresh[name]}", new)
+        if new != old:
+            _atomic_write(path, new)
+            changed = True
+    return changed
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------ CPU twin of an image
 
 @dataclass
@@ -239,3 +361,24 @@ def _build(root: Path, reqs: list[str], constraints: list[str]) -> None:
     # the CPU build first (as `make setup` does), so no requirement pulls a CUDA build
     _pip(py, torch if "==" in torch else "torch==2.13.0")
     _pip(py, "-c", str(root / "constraints.txt"), "-r", str(root / "requirements.txt"))
+
+
+if __name__ == "__main__":  # stdlib + pyyaml only: the images workflow runs this before installing anything
+    import argparse
+
+    parser = argparse.ArgumentParser(description="content tags of the images built from docker/")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a committed tag is stale")
+    parser.add_argument("--matrix", action="store_true", help="print a GitHub Actions matrix of the images")
+    parser.add_argument("--ref", choices=sorted(DOCKERFILES), help="print this image's <registry>/<name>:<tag>")
+    args = parser.parse_args()
+    if args.check and (problems := stale_tags()):
+        print("\n".join(problems), file=sys.stderr)
+        sys.exit(1)
+    tags = computed_tags()
+    if args.ref:
+        print(f"{REGISTRY}/{args.ref}:{tags[args.ref]}")
+    elif args.matrix:
+        print(json.dumps({"include": [{"name": n, "dockerfile": DOCKERFILES[n], "image": f"{REGISTRY}/{n}:{t}"}
+                                      for n, t in tags.items()]}))
+    else:
+        print(json.dumps(tags, indent=2))

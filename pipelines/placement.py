@@ -26,7 +26,10 @@ TEACHER_SECRET = "sidreasoner-teacher"
 TEACHER_SECRET_KEYS = {"api-key": "OPENAI_API_KEY"}
 OBJECT_STORE_SECRET = "sidreasoner-object-store"
 OBJECT_STORE_SECRET_KEYS = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"}
-# Non-secret settings (k8s/platform-config.yaml): object store endpoint and region, and where a
+# The pipeline's MLflow user (the server runs MLflow's basic-auth app: k8s/base/mlflow.yaml).
+MLFLOW_SECRET = "sidreasoner-mlflow-pipeline"
+MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+# Non-secret settings (k8s/base/platform-config.yaml): object store endpoint and region, and where a
 # retried step finds its run's checkpoints and teacher answers (sidreasoner_core/step_state.py).
 PLATFORM_CONFIG_MAP = "sidreasoner-config"
 PLATFORM_CONFIG_KEYS = {
@@ -114,7 +117,8 @@ def with_secrets(task: PipelineTask, teacher: bool = False, object_store: bool =
     """Expose credentials to a step as environment variables, never as parameters.
 
     teacher: the teacher LLM API key (`OPENAI_API_KEY`); object_store: the S3 access/secret key
-    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). `platform_config` names the ConfigMap with
+    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) and the pipeline's MLflow user
+    (`MLFLOW_TRACKING_USERNAME`, `MLFLOW_TRACKING_PASSWORD`). `platform_config` names the ConfigMap with
     the non-secret S3 endpoint and region (None to skip). Values never enter the compiled YAML.
     """
     if teacher:
@@ -122,6 +126,7 @@ def with_secrets(task: PipelineTask, teacher: bool = False, object_store: bool =
     if object_store:
         kubernetes.use_secret_as_env(task, secret_name=object_store_secret,
                                      secret_key_to_env=dict(OBJECT_STORE_SECRET_KEYS))
+        kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env=dict(MLFLOW_SECRET_KEYS))
         if platform_config:
             kubernetes.use_config_map_as_env(task, config_map_name=platform_config,
                                              config_map_key_to_env=dict(PLATFORM_CONFIG_KEYS))

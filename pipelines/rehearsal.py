@@ -72,6 +72,9 @@ def _secret_values(s3_endpoint: str) -> dict[str, str]:
     return {"secret/sidreasoner-object-store:access-key": "testing",
             "secret/sidreasoner-object-store:secret-key": "testing",
             "secret/sidreasoner-teacher:api-key": "rehearsal-teacher-key",
+            # the rehearsal's MLflow server runs without auth: it ignores the pipeline's user
+            "secret/sidreasoner-mlflow-pipeline:username": "pipeline",
+            "secret/sidreasoner-mlflow-pipeline:password": "rehearsal-mlflow-password",
             "configmap/sidreasoner-config:s3-endpoint": s3_endpoint,
             "configmap/sidreasoner-config:mlflow-s3-endpoint": s3_endpoint,
             "configmap/sidreasoner-config:aws-region": "us-east-1",

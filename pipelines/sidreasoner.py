@@ -21,8 +21,9 @@ from pipelines import placement
 
 PIPELINE_NAME = "sidreasoner"
 CROSS_DOMAIN_NAME = "sidreasoner-cross-domain"
-# The in-cluster MLflow server of k8s/mlflow.yaml; `sidreasoner run` passes its local store instead.
-CLUSTER_TRACKING_URI = "http://mlflow.sidreasoner.svc.cluster.local:5000"
+# The in-cluster MLflow server of k8s/base/mlflow.yaml, by its short name: it resolves in the run's own
+# namespace (`kubeflow` or the profile's; k8s/overlays/). `sidreasoner run` passes its local store instead.
+CLUSTER_TRACKING_URI = "http://mlflow:5000"
 DEFAULT_PRESET = "cluster"
 TRAIN_GPUS = 8  # default GPUs per training step (paper §4.1.3 batch 1024 = 16 x 8 x 8); a run parameter
 GPU_TYPE = placement.GPU_RESOURCE
@@ -149,6 +150,7 @@ def _model_stages(dataset, *, config_json, base_model, teacher_base_url, teacher
 def _finish(tracking_uri):
     finish = finish_tracking_op(tracking_uri=tracking_uri)
     _place(finish, "finish-tracking")
+    placement.with_secrets(finish)  # the pipeline's MLflow user (the server asks for one)
     placement.remote_service(finish)  # MLflow may be briefly unreachable; the parent run must be closed
     placement.caching(finish, enabled=False)
     return finish

@@ -165,7 +165,11 @@ def test_secrets_reach_steps_as_env_only(probe):
     assert cm["configMapName"] == placement.PLATFORM_CONFIG_MAP
     assert {k["envVar"] for k in cm["keyToEnv"]} >= {"AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL"}
     train = platform[executor_of(spec, "train-op")]
-    assert [s["secretName"] for s in train["secretAsEnv"]] == [placement.OBJECT_STORE_SECRET]  # no teacher key
+    assert [s["secretName"] for s in train["secretAsEnv"]] == [placement.OBJECT_STORE_SECRET,
+                                                               placement.MLFLOW_SECRET]  # no teacher key
+    mlflow_user = {k["secretKey"]: k["envVar"] for s in train["secretAsEnv"] if s["secretName"] == placement.MLFLOW_SECRET
+                   for k in s["keyToEnv"]}
+    assert mlflow_user == {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
     # Secrets are referenced by name: no env var of the container spec carries a value for them.
     for ex in spec["deploymentSpec"]["executors"].values():
         env = {e["name"] for e in ex["container"].get("env", [])}
@@ -280,3 +284,19 @@ def test_ci_runs_the_tests_and_the_compile_check():
     runs = "\n".join(step.get("run", "") for job in ci["jobs"].values() for step in job["steps"])
     assert "make test" in runs
     assert "sidreasoner compile --check" in runs
+
+
+def test_real_pipeline_steps_that_talk_to_mlflow_get_its_user(real):
+    """MLflow runs its basic-auth app (k8s/base/mlflow.yaml): every step given the tracking URI must
+    also get the pipeline's MLflow user from its secret, or the server refuses it."""
+    spec, platform = real
+    checked = []
+    for name, task in _all_tasks(spec):
+        comp = spec["components"][task["componentRef"]["name"]]
+        if "tracking_uri" not in comp.get("inputDefinitions", {}).get("parameters", {}):
+            continue
+        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]}
+                   for s in platform.get(comp["executorLabel"], {}).get("secretAsEnv", [])}
+        assert secrets.get(placement.MLFLOW_SECRET) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, name
+        checked.append(name)
+    assert any("tracking" in n for n in checked) and len(checked) >= 5

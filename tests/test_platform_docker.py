@@ -85,14 +85,16 @@ def test_locks_pin_every_line_exactly():
 
 def test_component_images_name_these_dockerfiles():
     from components import images
+    from pipelines.images import computed_tags
 
+    tags = computed_tags()
     for const, dockerfile in IMAGE_FILES.items():
         image = getattr(images, const)
-        assert image.endswith(f":{images.VERSION}"), image
-        source = (REPO / "components" / "images.py").read_text()
-        line = next(ln for ln in source.splitlines() if ln.startswith(f"{const} ="))
-        assert f"docker/{dockerfile}" in line, f"{const} does not name docker/{dockerfile}"
-        assert f"-t {image} " in (DOCKER / dockerfile).read_text(), f"{dockerfile}: build tag is not {image}"
+        name = image.rsplit("/", 1)[1].split(":")[0]
+        assert images.DOCKERFILES[name] == f"docker/{dockerfile}", f"{const} is not built by docker/{dockerfile}"
+        assert image == f"{images.REGISTRY}/{name}:{tags[name]}", f"{const}: {image} is not its content tag"
+        # The build line in the Dockerfile's header tags with that same computation.
+        assert f'-t "$(python -m pipelines.images --ref {name})"' in (DOCKER / dockerfile).read_text()
 
 
 def test_images_install_the_package_without_dev_tools():

@@ -1,8 +1,14 @@
-"""`sidreasoner submit` / `schedule`: argument validation, and the REST calls kfp.Client makes,
-recorded by a small KFP-API HTTP server on loopback (`/apis/v2beta1/...`)."""
+"""`sidreasoner submit` / `publish` / `schedule`: argument validation, credentials, and the REST calls
+the real kfp.Client makes over HTTP. There is no KFP API server on this machine: the server here is
+a small fake of the KFP v2beta1 REST endpoints those calls use (`/apis/v2beta1/...`), which checks
+the bearer token, stores uploaded pipeline versions and records every request."""
+import email.parser
+import email.policy
 import json
+import subprocess
 import threading
 import uuid
+from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -13,15 +19,26 @@ from typer.testing import CliRunner
 
 from conftest import REPO
 from pipelines import placement
+from sidreasoner_core import pipeline_cli
 from sidreasoner_core.cli import app
 from sidreasoner_core.config import load_mapping
-from sidreasoner_core.pipeline_cli import parse_params, validate_cron
+from sidreasoner_core.pipeline_cli import kfp_client, parse_params, validate_cron
 
 PACKAGE = REPO / "pipelines" / "compiled" / "sidreasoner.yaml"
 
 
+def _display_name_filter(query) -> str | None:
+    for flt in query.get("filter", []):
+        for pred in json.loads(flt).get("predicates", []):
+            if pred.get("key") == "display_name":
+                return pred.get("string_value") or pred.get("stringValue")
+    return None
+
+
 class KfpApi(BaseHTTPRequestHandler):
-    """The parts of the KFP v2beta1 REST API that kfp.Client uses to create runs and recurring runs."""
+    """A fake of the KFP v2beta1 REST API: healthz, experiments, runs, recurring runs, pipelines and
+    their versions (upload as multipart, as the real server takes it). With `server.token` set, every
+    call but healthz needs `Authorization: Bearer <token>` (401 otherwise, as an auth proxy answers)."""
 
     def log_message(self, *args):
         pass
@@ -36,34 +53,81 @@ class KfpApi(BaseHTTPRequestHandler):
 
     def _record(self, body=None):
         url = urlparse(self.path)
-        self.server.calls.append({"method": self.command, "path": url.path, "query": parse_qs(url.query), "body": body})
+        self.server.calls.append({"method": self.command, "path": url.path, "query": parse_qs(url.query), "body": body,
+                                  "authorization": self.headers.get("Authorization")})
         return url
+
+    def _refused(self, url) -> bool:
+        token = self.server.token
+        if token is None or url.path == "/apis/v2beta1/healthz":
+            return False
+        if self.headers.get("Authorization") == f"Bearer {token}":
+            return False
+        self._reply(401, {"error": "Unauthorized", "code": 16, "message": "no valid bearer token"})
+        return True
 
     def do_GET(self):
         url = self._record()
+        if self._refused(url):
+            return
+        query = parse_qs(url.query)
+        parts = url.path.split("/")
         if url.path == "/apis/v2beta1/healthz":
-            return self._reply(200, {"multi_user": False})
+            return self._reply(200, {"multi_user": self.server.multi_user})
         if url.path == "/apis/v2beta1/experiments":
-            wanted = None
-            for flt in parse_qs(url.query).get("filter", []):
-                for pred in json.loads(flt).get("predicates", []):
-                    if pred.get("key") == "display_name":
-                        wanted = pred.get("string_value") or pred.get("stringValue")
+            wanted = _display_name_filter(query)
             found = [e for e in self.server.experiments if wanted in (None, e["display_name"])]
             return self._reply(200, {"experiments": found, "total_size": len(found)})
+        if url.path == "/apis/v2beta1/pipelines":
+            wanted = _display_name_filter(query)
+            found = [p for p in self.server.pipelines.values() if wanted in (None, p["display_name"])]
+            return self._reply(200, {"pipelines": found, "total_size": len(found)})
+        if url.path.startswith("/apis/v2beta1/pipelines/") and parts[-1] == "versions":
+            wanted = _display_name_filter(query)
+            found = [{k: v for k, v in ver.items() if k != "pipeline_spec"} for ver in self.server.versions.values()
+                     if ver["pipeline_id"] == parts[-2] and wanted in (None, ver["display_name"])]
+            return self._reply(200, {"pipeline_versions": found, "total_size": len(found)})
+        if url.path.startswith("/apis/v2beta1/pipelines/") and parts[-2] == "versions":
+            return self._reply(200, self.server.versions[parts[-1]])
         return self._reply(404, {"error": f"no route {url.path}"})
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+            body = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                    for part in msg.iter_parts()}
+        else:
+            body = json.loads(raw or b"{}")
         url = self._record(body)
+        if self._refused(url):
+            return
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/apis/v2beta1/experiments":
-            exp = {"experiment_id": f"exp-{len(self.server.experiments) + 1}", "display_name": body["display_name"]}
+            exp = {"experiment_id": f"exp-{len(self.server.experiments) + 1}", "display_name": body["display_name"],
+                   "namespace": body.get("namespace")}
             self.server.experiments.append(exp)
             return self._reply(200, exp)
         if url.path == "/apis/v2beta1/runs":
             return self._reply(200, {**body, "run_id": f"run-{uuid.uuid4().hex[:8]}", "state": "PENDING"})
         if url.path == "/apis/v2beta1/recurringruns":
             return self._reply(200, {**body, "recurring_run_id": f"rr-{uuid.uuid4().hex[:8]}", "status": "ENABLED"})
+        if url.path == "/apis/v2beta1/pipelines":
+            pipe = {"pipeline_id": f"p-{uuid.uuid4().hex[:8]}", "display_name": body["display_name"],
+                    "namespace": body.get("namespace"), "description": body.get("description")}
+            self.server.pipelines[pipe["pipeline_id"]] = pipe
+            return self._reply(200, pipe)
+        if url.path == "/apis/v2beta1/pipelines/upload_version":
+            if query.get("pipelineid") not in self.server.pipelines:
+                return self._reply(404, {"error": f"no pipeline {query.get('pipelineid')}"})
+            docs = [d for d in yaml.safe_load_all(body["uploadfile"]) if d]
+            spec = docs[0] if len(docs) == 1 else {"pipeline_spec": docs[0], "platform_spec": docs[1]}
+            ver = {"pipeline_version_id": f"v-{uuid.uuid4().hex[:8]}", "pipeline_id": query["pipelineid"],
+                   "display_name": query["name"], "description": query.get("description"), "pipeline_spec": spec}
+            self.server.versions[ver["pipeline_version_id"]] = ver
+            self.server.uploads.append(body["uploadfile"])
+            return self._reply(200, ver)
         return self._reply(404, {"error": f"no route {url.path}"})
 
 
@@ -71,6 +135,8 @@ class KfpApi(BaseHTTPRequestHandler):
 def kfp_api():
     server = ThreadingHTTPServer(("127.0.0.1", 0), KfpApi)
     server.calls, server.experiments = [], [{"experiment_id": "exp-existing", "display_name": "existing"}]
+    server.pipelines, server.versions, server.uploads = {}, {}, []
+    server.token, server.multi_user = None, False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -190,23 +256,133 @@ def test_parse_params_rejects_wrong_types(typed_package, pair, message):
 
 # ---------------------------------------------------------------- schedule
 
-def test_schedule_creates_a_cron_recurring_run(kfp_api):
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A git checkout with one commit, taken as the repository `publish` names versions after."""
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    (repo / "README.md").write_text("x\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(pipeline_cli, "_repo_root", lambda: repo)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return SimpleNamespace(path=repo, sha=sha)
+
+
+def publish(kfp_api, *extra):
+    res = invoke("publish", "--host", kfp_api.url, "--package", str(PACKAGE), *extra)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output.strip().splitlines()[-1])
+
+
+def test_publish_uploads_a_version_named_by_the_git_sha(kfp_api, checkout):
+    kfp_api.token = "t0ken"
+    out = publish(kfp_api, "--token", "t0ken")
+    assert out["version"] == checkout.sha[:12] and out["pipeline_created"] is True
+    [created] = posts(kfp_api, "/apis/v2beta1/pipelines")
+    assert created["display_name"] == "sidreasoner"
+    [upload] = [c for c in kfp_api.calls if c["path"] == "/apis/v2beta1/pipelines/upload_version"]
+    assert upload["query"]["name"] == [checkout.sha[:12]] and upload["query"]["pipelineid"] == [out["pipeline_id"]]
+    assert upload["query"]["description"] == [f"git {checkout.sha}"]
+    assert kfp_api.uploads == [PACKAGE.read_bytes()]  # the compiled package, byte for byte
+    assert {c["authorization"] for c in kfp_api.calls if c["path"] != "/apis/v2beta1/healthz"} == {"Bearer t0ken"}
+    # The same commit again: the version is there, nothing is uploaded twice.
+    again = publish(kfp_api, "--token", "t0ken")
+    assert again["version_id"] == out["version_id"] and again["pipeline_created"] is False
+    assert len(kfp_api.uploads) == 1
+    # A new commit: a new version of the same pipeline.
+    other = publish(kfp_api, "--token", "t0ken", "--version-name", "hotfix-1")
+    assert other["pipeline_id"] == out["pipeline_id"] and other["version_id"] != out["version_id"]
+
+
+def test_publish_refuses_uncommitted_changes(kfp_api, checkout):
+    (checkout.path / "README.md").write_text("changed\n")
+    res = invoke("publish", "--host", kfp_api.url, "--package", str(PACKAGE))
+    assert res.exit_code != 0 and "uncommitted changes (README.md)" in res.output
+    assert kfp_api.calls == []
+
+
+def test_schedule_runs_the_published_version(kfp_api, checkout):
+    published = publish(kfp_api)
     res = invoke("schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * MON", "--name", "retrain-industrial",
                  "--category", "Industrial_and_Scientific", "-p", "data_uri=s3://sidreasoner/raw/Industrial",
                  "--experiment", "retrain", "--start-time", "2026-12-01T00:00:00Z")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["recurring_run_id"].startswith("rr-") and out["cron"] == "0 0 3 * * MON"
+    assert out["version"] == checkout.sha[:12] and out["version_id"] == published["version_id"]
     [job] = posts(kfp_api, "/apis/v2beta1/recurringruns")
     assert job["display_name"] == "retrain-industrial"
     assert job["experiment_id"] == out["experiment_id"] == "exp-2"
+    # A reference to the version, not a copy of the spec frozen into the schedule.
+    assert job["pipeline_version_reference"] == {"pipeline_id": published["pipeline_id"],
+                                                 "pipeline_version_id": published["version_id"]}
+    assert not job.get("pipeline_spec")
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * MON"
     assert job["trigger"]["cron_schedule"]["start_time"].startswith("2026-12-01T00:00:00")
     assert job["mode"] == "ENABLE" and job["no_catchup"] is True and int(job["max_concurrency"]) == 1
     assert job["runtime_config"]["parameters"] == {"data_uri": "s3://sidreasoner/raw/Industrial",
                                                    "category": "Industrial_and_Scientific"}
-    spec = job["pipeline_spec"]
-    assert spec.get("pipeline_spec", spec)["pipelineInfo"]["name"] == "sidreasoner"
+
+
+def test_schedule_checks_parameters_against_the_version(kfp_api, checkout, typed_package):
+    publish_typed = invoke("publish", "--host", kfp_api.url, "--package", str(typed_package), "--pipeline", "typed")
+    assert publish_typed.exit_code == 0, publish_typed.output
+    base = ["schedule", "--host", kfp_api.url, "--cron", "@daily", "--name", "n", "--pipeline", "typed"]
+    bad = invoke(*base, "-p", "epochs=two")
+    assert bad.exit_code != 0 and "not valid JSON for type NUMBER_INTEGER" in bad.output
+    missing = invoke(*base[:-2], "-p", "data_uri=/d", "--version", "no-such-version")
+    assert missing.exit_code != 0 and "has no version 'no-such-version'" in missing.output
+    assert posts(kfp_api, "/apis/v2beta1/recurringruns") == []
+    ok = invoke(*base, "-p", "epochs=3")
+    assert ok.exit_code == 0, ok.output
+    assert posts(kfp_api, "/apis/v2beta1/recurringruns")[0]["runtime_config"]["parameters"] == {"epochs": 3}
+
+
+# ---------------------------------------------------------------- credentials
+
+def test_submit_sends_the_token_and_is_refused_without_it(kfp_api, monkeypatch):
+    kfp_api.token = "s3cret"
+    args = ["submit", "--host", kfp_api.url, "-p", "data_uri=/d", "--experiment", "existing"]
+    refused = invoke(*args)
+    assert refused.exit_code != 0
+    assert "the KFP API refused the request: 401" in refused.output and "pass --token or --sa-token" in refused.output
+    assert posts(kfp_api, "/apis/v2beta1/runs") == []
+    monkeypatch.setenv("KFP_TOKEN", "s3cret")  # the environment works as --token does
+    ok = invoke(*args)
+    assert ok.exit_code == 0, ok.output
+    [run] = [c for c in kfp_api.calls if c["path"] == "/apis/v2beta1/runs" and c["method"] == "POST"]
+    assert run["authorization"] == "Bearer s3cret"
+
+
+def test_service_account_token_file_is_read_on_each_request(kfp_api, tmp_path):
+    """kfp's ServiceAccountTokenVolumeCredentials: a rotated token (the kubelet renews projected
+    tokens) is picked up by the next request of the same client."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first")
+    client = kfp_client(kfp_api.url, sa_token_path=str(token_file))
+    client.list_experiments()
+    token_file.write_text("rotated")
+    client.list_experiments()
+    seen = [c["authorization"] for c in kfp_api.calls if c["path"] == "/apis/v2beta1/experiments"]
+    assert seen == ["Bearer first", "Bearer rotated"]
+    with pytest.raises(ValueError, match="not both"):
+        kfp_client(kfp_api.url, token="x", sa_token_path=str(token_file))
+    with pytest.raises(ValueError, match="does not exist"):
+        kfp_client(kfp_api.url, sa_token_path=str(tmp_path / "missing"))
+
+
+def test_multi_user_server_needs_the_profile_namespace(kfp_api):
+    kfp_api.multi_user = True
+    res = invoke("submit", "--host", kfp_api.url, "-p", "data_uri=/d")
+    assert res.exit_code != 0 and "multi-user KFP: pass --namespace" in res.output
+    assert {c["path"] for c in kfp_api.calls} == {"/apis/v2beta1/healthz"}  # asked, nothing sent
+    ok = invoke("submit", "--host", kfp_api.url, "-p", "data_uri=/d", "--namespace", "team-a", "--experiment", "x")
+    assert ok.exit_code == 0, ok.output
+    assert posts(kfp_api, "/apis/v2beta1/experiments")[0]["namespace"] == "team-a"
 
 
 @pytest.mark.parametrize("cron, message", [
