@@ -46,7 +46,7 @@ def test_compiled_pipelines_name_exactly_the_content_tags():
     wanted = {f"{images.REGISTRY}/{n}:{tags[n]}" for n in PIPELINE_IMAGES}
     for path in sorted(COMPILED.glob("*.yaml")):
         spec = next(yaml.safe_load_all(path.read_text()))
-        used = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+        used = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values() if "container" in ex}
         assert used <= wanted, f"{path.name} names {sorted(used - wanted)}"
         assert not any(i.endswith((":0.1.0", ":latest", ":untagged")) for i in used)
 
