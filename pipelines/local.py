@@ -8,7 +8,8 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = REPO_ROOT / "sample_data" / "Industrial_and_Scientific"
+SAMPLE_DATA = REPO_ROOT / "sample_data" / "Industrial_and_Scientific"   # 400 items: tests, smoke runs
+MAIN_DATA = REPO_ROOT / "sample_data" / "full" / "Industrial_and_Scientific"   # the whole category: `make run`
 
 
 def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | None = "default",

@@ -10,7 +10,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
-        data: Optional[str] = typer.Option(None, "--data", help="input data (default: the shipped sample)"),
+        data: Optional[str] = typer.Option(None, "--data", help="input data (default: the shipped Industrial "
+                                           "category, sample_data/full; the 400-item test sample is "
+                                           "sample_data/Industrial_and_Scientific)"),
         config: str = typer.Option("default", "--config", help="preset name or config YAML"),
         out: str = typer.Option("runs", "--out", help="where run directories go"),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: <out>/mlflow.db)"),
@@ -18,12 +20,12 @@ def register(app: typer.Typer) -> None:
                                    help="reuse steps whose inputs did not change (KFP's local cache in <out>/.kfp_cache)"),
     ) -> None:
         """Run the whole pipeline locally through kfp.local on this machine."""
-        from pipelines.local import SAMPLE_DATA, run_local
+        from pipelines.local import MAIN_DATA, run_local
 
         from .config import ConfigError
 
         try:
-            summary = run_local(data or SAMPLE_DATA, config=config, out_dir=out, tracking_uri=tracking_uri, cache=cache)
+            summary = run_local(data or MAIN_DATA, config=config, out_dir=out, tracking_uri=tracking_uri, cache=cache)
         except ConfigError as exc:
             from .cli import fail
 
