@@ -98,6 +98,8 @@ def test_paper_defaults_and_vllm_regex():
     assert not bounded.fullmatch("<think>\n" + "x" * 20 + "\n</think>\n\n<a_1><b_2><c_4>")
     for r in (rx, bounded):  # a `</think>` inside the reasoning would be parsed as its end
         assert not r.fullmatch("<think>\nh</think>m\n</think>\n\n<a_1><b_2><c_4>")
+        # non-ASCII (several byte tokens per character) would break the token bound
+        assert not r.fullmatch("<think>\nh\u00e9\n</think>\n\n<a_1><b_2><c_4>")
     with pytest.raises(ValueError, match="max_completion_length 20 leaves no room"):
         grpo.vllm_sid_regex(cat, max_completion_tokens=20)
     with pytest.raises(ValueError, match="vllm_server_base_url"):

@@ -47,6 +47,12 @@ def _trie_regex(node, level: int) -> str:
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
+# Reasoning characters a constrained rollout may write: printable ASCII and newlines, without '/'.
+# ASCII keeps the character bound a token bound (a byte-level tokenizer spells any ASCII character in
+# at most one token, a non-ASCII one may take several: a random policy ran out of tokens that way).
+REASONING_CHARS = r"[ -.0-~\n]"
+
+
 def vllm_sid_regex(catalogue: sidlib.Catalogue, max_completion_tokens: int | None = None) -> str:
     """A regex for vLLM structured outputs: free reasoning, then exactly one catalogue SID.
     The reasoning has no '/': so no `</think>` inside it, which the answer parser (and the reward)
@@ -55,12 +61,12 @@ def vllm_sid_regex(catalogue: sidlib.Catalogue, max_completion_tokens: int | Non
     With `max_completion_tokens` the reasoning is bounded in characters so that the answer still fits
     the budget even spelled one character per token: every rollout then ends in a catalogue SID."""
     if not max_completion_tokens:
-        return rf"[^/]*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
+        return rf"{REASONING_CHARS}*{re.escape(THINK_CLOSE)}\s*{_trie_regex(catalogue.root, 0)}"
     answer = len(THINK_CLOSE) + 2 + max(map(len, catalogue.item_by_sid)) + 1  # + blank line, SID, end of turn
     if max_completion_tokens <= answer:
         raise ValueError(f"grpo.max_completion_length {max_completion_tokens} leaves no room for reasoning before "
                          f"a {answer}-character answer")
-    return (rf"[^/]{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
+    return (rf"{REASONING_CHARS}{{0,{max_completion_tokens - answer}}}{re.escape(THINK_CLOSE)}\s{{0,2}}"
             rf"{_trie_regex(catalogue.root, 0)}")
 
 
