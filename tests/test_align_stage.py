@@ -26,6 +26,7 @@ def component_run(arts, tmp_path_factory):
     from kfp.dsl import Dataset, Metrics, Model
 
     from components.align import align_op
+    from sidreasoner_core.lineage import model_uri
 
     tmp_path = tmp_path_factory.mktemp("align_component")
     dataset, sids, corpus = arts
@@ -34,7 +35,8 @@ def component_run(arts, tmp_path_factory):
     config = json.dumps({"align": tiny_config()})
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     align_op.python_func(dataset=Dataset(name="d", uri=str(dataset.path)), sids=Dataset(name="s", uri=str(sids.path)),
-                         corpus=Dataset(name="c", uri=str(corpus.path)), config_json=config, model_ref="tiny-qwen3",
+                         corpus=Dataset(name="c", uri=str(corpus.path)), config_json=config,
+                         base_model=Model(name="base_model", uri=model_uri("tiny-qwen3")),
                          aligned_model=out, metrics=metrics, tracking_uri=tracking)
     return open_artifact(out.path, kind="model"), metrics, tmp_path, tracking
 

@@ -181,7 +181,7 @@ def test_data_component_on_raw_input(tmp_path):
     root, _ = make_raw(tmp_path / "Tools", "amazon2018")
     ds = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
     metrics = Metrics(name="stats", uri=str(tmp_path / "stats"))
-    data_op.python_func(data_uri=str(root), config_json=json.dumps({"data": {"k_core": 4}}), dataset=ds,
+    data_op.python_func(raw=Dataset(name="raw", uri=str(root)), fingerprint="test", config_json=json.dumps({"data": {"k_core": 4}}), dataset=ds,
                         stats=metrics, category="Tools_Cat")
     art = open_artifact(ds.path, kind="dataset")
     assert art.manifest["stats"]["category"] == "Tools_Cat"
