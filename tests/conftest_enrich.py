@@ -192,3 +192,23 @@ def assert_every_record_accounted(art, n_items: int, n_users: int) -> tuple:
         {("user", s) for s in us.loc[us.status == "failed", "sample_id"]}
     assert all(f["error"] for f in failed)
     return it, us, failed
+
+
+GATE = 12  # answers before the teacher stops answering (the step is then killed mid-flight)
+
+
+class Gate:
+    """A teacher that answers the first GATE requests, then holds every new request until released."""
+
+    def __init__(self):
+        self.answered = 0
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def __call__(self, messages, n):
+        with self.lock:
+            if self.answered < GATE:
+                self.answered += 1
+                return Reply(body=completion(smart_answer(messages)))
+        self.release.wait(30)
+        return Reply(status=503, body={"error": {"message": "held"}}, stall_s=0.01)  # never counted as answered

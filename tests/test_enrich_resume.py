@@ -7,33 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import yaml
-from conftest_enrich import SECRET, ChatServer, Reply, assert_every_record_accounted, completion, enrich_inputs, smart_answer  # noqa: F401
+from conftest_enrich import GATE, SECRET, ChatServer, Gate, Reply, assert_every_record_accounted, completion, enrich_inputs, smart_answer  # noqa: F401
 
 from sidreasoner_core.enrich.config import EnrichConfig
 from sidreasoner_core.enrich.stage import default_cache_dir, run
 
-GATE = 12  # answers before the server stops answering (the run is then killed mid-flight)
-
-
-class Gate:
-    """Answers the first GATE requests, then holds every new request until released."""
-
-    def __init__(self):
-        self.answered = 0
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-
-    def __call__(self, messages, n):
-        with self.lock:
-            if self.answered < GATE:
-                self.answered += 1
-                return Reply(body=completion(smart_answer(messages)))
-        self.release.wait(30)
-        return Reply(status=503, body={"error": {"message": "held"}}, stall_s=0.01)  # never counted as answered
 
 
 def _lines(path) -> int:
