@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,16 @@ def _atomic_dir(target: Path, build) -> Path:
     return target
 
 
-def _tiny_tokenizer():
+_BASE_CORPUS = ["The user has interacted with items in chronological order. Can you predict the next item?",
+                "Which item has the title: What is the title of item Let's think step by step before making "
+                "recommendation. Directly output the item SID after thinking. <think> </think>",
+                "0123456789 + - * / = #### answer question solution tool steel kit set pack inch"]
+
+
+def _tiny_tokenizer(texts: Sequence[str] = (), vocab_size: int = 600):
+    """The byte-level BPE tokenizer of the scratch models. By default it is trained on a few fixed
+    sentences (every word of a title then costs ~4 tokens); given `texts` (a catalogue's titles and
+    its teacher's traces) it learns their words, so a 20-word rationale is ~30 tokens, not ~80."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -65,13 +75,9 @@ def _tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    corpus = ["The user has interacted with items in chronological order. Can you predict the next item?",
-              "Which item has the title: What is the title of item Let's think step by step before making "
-              "recommendation. Directly output the item SID after thinking. <think> </think>",
-              "0123456789 + - * / = #### answer question solution tool steel kit set pack inch"] * 20
-    tok.train_from_iterator(corpus, trainer)
+    tok.train_from_iterator(_BASE_CORPUS * 20 + list(texts), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    bos_token=None, additional_special_tokens=specials[1:2])
     fast.chat_template = CHATML_TEMPLATE
@@ -79,12 +85,12 @@ def _tiny_tokenizer():
     return fast
 
 
-def _build_scratch(size: dict, seed: int = 0):
+def _build_scratch(size: dict, seed: int = 0, texts: Sequence[str] = (), vocab_size: int = 600):
     def build(dest: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, Qwen3Config
 
-        tok = _tiny_tokenizer()
+        tok = _tiny_tokenizer(texts, vocab_size)
         config = Qwen3Config(vocab_size=len(tok), **size, max_position_embeddings=2048, tie_word_embeddings=True,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
         torch.manual_seed(seed)
@@ -136,7 +142,7 @@ def resolve_model_dir(ref: str) -> Path:
 
     ref = str(ref)
     name, _, seed = ref.partition("@")
-    if name in SCRATCH_SIZES and (seed == "" or seed.isdigit()):  # `small-qwen3@3`: initialised with seed 3
+    if is_scratch(ref):  # `small-qwen3@3`: initialised with seed 3
         return _atomic_dir(cache_root() / "models" / ref, _build_scratch(SCRATCH_SIZES[name], int(seed or 0)))
     if ref == SMOLLM2:
         return _atomic_dir(cache_root() / "models" / SMOLLM2, _build_from_gguf(smollm2_gguf()))
@@ -162,6 +168,20 @@ def resolve_model_dir(ref: str) -> Path:
         return Path(snapshot_download(ref))  # cluster only: needs hub access
     raise FileNotFoundError(f"{ref}: model reference is not a directory, GGUF file, s3:// URI, Hub id, "
                             f"{', '.join(SCRATCH_SIZES)} or '{SMOLLM2}'")
+
+
+def is_scratch(ref: str) -> bool:
+    name, _, seed = str(ref).partition("@")
+    return name in SCRATCH_SIZES and (seed == "" or seed.isdigit())
+
+
+def scratch_with_vocabulary(ref: str, texts: Sequence[str], vocab_size: int) -> Path:
+    """A scratch model (`small-qwen3@seed`) whose tokenizer is trained on `texts` (cached by their digest):
+    a model trained from scratch has no pretrained vocabulary to keep, so it gets one of its data's words."""
+    name, _, seed = str(ref).partition("@")
+    digest = hashlib.sha256("\n".join([str(vocab_size), *texts]).encode()).hexdigest()[:12]
+    return _atomic_dir(cache_root() / "models" / f"{ref}-v{vocab_size}-{digest}",
+                       _build_scratch(SCRATCH_SIZES[name], int(seed or 0), texts, vocab_size))
 
 
 def load_model(ref: str, dtype=None):

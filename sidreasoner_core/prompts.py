@@ -6,6 +6,7 @@ template with the generation prompt, exactly as evaluation feeds it to the model
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 THINK_OPEN = "<think>"
@@ -50,3 +51,19 @@ def direct_prompt(tokenizer, user_message: str) -> str:
 def thinking_response(reasoning: str, sid: str) -> str:
     """The assistant response of the reasoning format: `<think>\\n...\\n</think>\\n\\nSID` (paper §3.3.1)."""
     return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{sid}"
+
+
+def shorten(text: str, max_words: int | None) -> str:
+    """Whole sentences while they fit in `max_words` words (at least the first sentence's first words):
+    the budget knob of small runs, so a trace fits the reasoning token budget."""
+    text = str(text).strip()
+    if not max_words or len(text.split()) <= max_words:
+        return text
+    kept, count = [], 0
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        n = len(sentence.split())
+        if count + n > max_words:
+            break
+        kept.append(sentence)
+        count += n
+    return " ".join(kept) if kept else " ".join(text.split()[:max_words])

@@ -32,7 +32,17 @@ def corpus_artifact(dataset, sids, out: Path, n: int = 6):
     items = pd.DataFrame({"item_id": sid_df["item_id"],
                           "paragraph": [f"The item {s} is a sturdy tool kit. {s} suits workshops." for s in sid_df["sid"]],
                           "status": ["ok"] * n + ["failed"]})
+    from sidreasoner_core.dataset import read_samples
+
+    sid_of = dict(zip(*[pq.read_table(sids.path / SIDS_FILE).to_pandas()[c] for c in ("item_id", "sid")]))
+    samples = pd.concat([read_samples(dataset.path, "train").head(n - 1), read_samples(dataset.path, "valid").head(1)])
     users = pd.DataFrame({"user_id": [f"u{i}" for i in range(n)],
+                          "split": ["train"] * (n - 1) + ["valid"],
+                          "history": [list(h) for h in samples["history"]],
+                          "history_sids": [[sid_of[i] for i in h] for h in samples["history"]],
+                          "target": list(samples["target"]), "target_sid": [sid_of[t] for t in samples["target"]],
+                          "reasoning": [f"Steady on steel parts. Next: a tool kit by Acme. The user may enjoy it {i}."
+                                        for i in range(n)],
                           "narrative": [f"The user bought {s} and then looked for steel parts." for s in sid_df["sid"][:n]],
                           "status": ["ok"] * n})
     with write_artifact(out, kind="corpus", parents=[dataset, sids]) as d:

@@ -156,10 +156,31 @@ def test_gsm8k_evaluate_counts_correct_answers():
     assert tok.padding_side == "right" or tok.padding_side == "left"
 
 
-@pytest.mark.parametrize("ablation,on", [("S1", 6), ("S2", 8), ("S3", 9)])
+@pytest.mark.parametrize("ablation,on", [("S1", 6), ("S2", 9), ("S3", 10)])
 def test_ablation_switches_tasks_off(ablation, on):
     from sidreasoner_core.align.config import TASKS, AlignConfig
 
     ratios = AlignConfig(ablation=ablation, task_ratios={"sid_history_to_sid": 3.0}).effective_ratios()
     assert [t for t in TASKS if ratios[t] > 0] == list(TASKS[:on])
     assert ratios["sid_history_to_sid"] == 3.0
+
+
+def test_user_reasoning_rows_reason_then_answer_on_train_samples_only(arts, pools):
+    """Task 8 as reason-then-SID chats (paper §3.2.3): the thinking prompt of the history, the teacher's
+    trace (cut to whole sentences) inside <think>, then the target's SID; never a held-out target."""
+    from sidreasoner_core.corpus import read_user_reasoning
+
+    dataset, sids, corpus = arts
+    pools_, sid_by_item = pools
+    traces = read_user_reasoning(corpus.path)
+    train_traces = traces[traces["split"] == "train"]
+    rows = pools_["user_reasoning"][0]
+    assert len(rows) == len(train_traces) > 0
+    for rec, (_, t) in zip(rows, train_traces.iterrows()):
+        history = [sid_by_item[i] for i in list(t["history"])[-10:]]
+        assert rec["prompt"][0]["content"] == prompts.sid_history_prompt(history, thinking=True)
+        assert rec["completion"][0]["content"] == prompts.thinking_response(t["reasoning"], sid_by_item[t["target"]])
+    short = task_pools(build_inputs(AlignConfig(), dataset.path, sid_by_item, corpus.path), 10, 20,
+                       reasoning_max_words=8)["user_reasoning"][0]
+    reasoning = [r["completion"][0]["content"].split("</think>")[0].removeprefix("<think>") for r in short]
+    assert all(len(r.split()) <= 8 for r in reasoning) and any(len(r.split()) > 8 for r in train_traces["reasoning"])

@@ -186,7 +186,7 @@ def test_ray_vllm_engine_needs_vllm(monkeypatch):
 def test_offline_rationale_keeps_its_signal_in_a_short_budget(offline_corpus):
     """Interests, their shift and the expected next item come first: a 20-word cut keeps them."""
     from sidreasoner_core.corpus import read_user_reasoning
-    from sidreasoner_core.reasoning.samples import shorten
+    from sidreasoner_core.prompts import shorten
 
     us = read_user_reasoning(offline_corpus.path)
     cut = [shorten(r, 20) for r in us["reasoning"]]

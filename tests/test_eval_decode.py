@@ -10,7 +10,7 @@ from eval_helpers import eval_model_dir, one_thread  # noqa: F401 (fixtures)
 pytestmark = pytest.mark.usefixtures("one_thread")
 from sidreasoner_core.decoding.constrained import (SIDTrie, TrieLogitsProcessor, beam_search, encode_left_padded,
                                                      rank_sids)
-from sidreasoner_core.decoding.thinking import generate_reasoning
+from sidreasoner_core.decoding.thinking import generate_reasoning, think_then_rank
 from sidreasoner_core.prompts import THINK_CLOSE, chat_prompt, sid_history_prompt
 from sidreasoner_core.models import add_sid_tokens
 from sidreasoner_core.sid import TOKEN_RE, SIDError, format_sid, token
@@ -170,3 +170,32 @@ def test_sid_tokens_inside_reasoning_are_bounded(model_tok):
         assert sid_count(0) == [0, 0]
     finally:
         model.lm_head = head
+
+
+def test_reasoning_beams_rank_by_trace_plus_sid_log_probability(model_tok):
+    """One reasoning beam is greedy reasoning + the SID search; B beams rank every SID by the best
+    log p(trace) + log p(SID | trace) over the B traces, so the top 10 spans more than one guess."""
+    model, tok = model_tok
+    trie = SIDTrie.build(CATALOGUE, tok)
+    prompts = [chat_prompt(tok, sid_history_prompt(h, thinking=True)) for h in (CATALOGUE[:2], CATALOGUE[3:6])]
+    greedy = [t[0] for t in generate_reasoning(model, tok, prompts, max_new_tokens=5, progress=False)]
+    one = think_then_rank(model, tok, prompts, trie, 4, 1, max_new_tokens=5, progress=False)
+    assert [t.text for t, _ in one] == [t.text for t in greedy]
+    assert [r for _, r in one] == rank_sids(model, tok, [t.context for t in greedy], trie, 4, progress=False)
+
+    beams = generate_reasoning(model, tok, prompts, max_new_tokens=5, num_return_sequences=3, num_beams=3,
+                               progress=False)
+    assert all(len(ts) == 3 and all(t.logprob < 0 for t in ts) for ts in beams)
+    assert beams[0][0].logprob >= beams[0][1].logprob >= beams[0][2].logprob
+    merged = think_then_rank(model, tok, prompts, trie, 4, 3, max_new_tokens=5, progress=False)
+    for (top, ranked), ts in zip(merged, beams):
+        assert len(ranked) == 4 and len({s for s, _ in ranked}) == 4
+        assert [x for _, x in ranked] == sorted((x for _, x in ranked), reverse=True)
+        expected = {}
+        for t in ts:
+            for sid, score in rank_sids(model, tok, [t.context], trie, 4, progress=False)[0]:
+                expected[sid] = max(expected.get(sid, float("-inf")), t.logprob + score)
+        best = sorted(expected.items(), key=lambda kv: -kv[1])[:4]
+        assert [s for s, _ in ranked] == [s for s, _ in best]
+        assert [x for _, x in ranked] == pytest.approx([x for _, x in best], abs=1e-4)
+        assert top.text in [t.text for t in ts]

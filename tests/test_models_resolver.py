@@ -93,3 +93,23 @@ def test_add_sid_tokens_once_each_and_mean_initialised():
         rows[mean] = model.get_input_embeddings().weight[n:].detach()
     assert rows[True].mean().item() == pytest.approx(1.0, abs=0.1)   # around the old mean
     assert rows[False].mean().item() == pytest.approx(0.0, abs=0.1)  # a fresh random init
+
+
+def test_scratch_tokenizer_learns_the_words_of_its_texts(tmp_path, monkeypatch):
+    """A scratch model can get a tokenizer trained on its data: a rationale then costs a token or two per
+    word instead of ~4 bytes-pieces, and the model is built (cached) for that vocabulary."""
+    from transformers import AutoTokenizer
+
+    from sidreasoner_core.models import TINY, load_model, scratch_with_vocabulary
+
+    monkeypatch.setenv("SIDREASONER_CACHE", str(tmp_path))
+    texts = [f"From gaffer tape to rubber grommet, loyal to 3M. Next: a jumper wire by Z&T {i}." for i in range(50)]
+    rationale = "From gaffer tape to rubber grommet, loyal to 3M. Next: a jumper wire by Z&T."
+    _, base = load_model(TINY)
+    path = scratch_with_vocabulary(TINY, texts, 700)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert len(tok(rationale)["input_ids"]) * 2 < len(base(rationale)["input_ids"])
+    assert tok.decode(tok(rationale)["input_ids"]) == rationale
+    model, _ = load_model(str(path))
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert scratch_with_vocabulary(TINY, texts, 700) == path != scratch_with_vocabulary(TINY, texts[:10], 700)

@@ -144,7 +144,7 @@ def test_curve_log_survives_a_cut_line_and_merges_steps(tmp_path):
 
 
 def test_shorten_keeps_whole_sentences():
-    from sidreasoner_core.reasoning.samples import shorten
+    from sidreasoner_core.prompts import shorten
 
     text = "One two three. Four five six seven. Eight."
     assert shorten(text, None) == text and shorten(text, 100) == text

@@ -19,12 +19,13 @@ TASKS = (
     "title_history_to_sid",    # 6
     "item_text",               # 7 (enriched corpus, plain text)
     "user_narrative",          # 8 (enriched corpus, plain text)
+    "user_reasoning",          # 8 as reason-then-SID chats: SID history -> <think>rationale</think> SID
     "gsm8k",                   # general reasoning chats
 )
 EARLY_STOP_TASK = "sid_history_to_sid"
 # The paper's ablation of the alignment corpus: S1 SID-language tasks, S2 + the teacher's enriched
 # corpus, S3 + general reasoning data (the full recipe).
-ABLATION_TASKS = {"S1": TASKS[:6], "S2": TASKS[:8], "S3": TASKS}
+ABLATION_TASKS = {"S1": TASKS[:6], "S2": TASKS[:9], "S3": TASKS}
 
 
 class AlignConfig(StageConfig):
@@ -41,6 +42,13 @@ class AlignConfig(StageConfig):
     eval_max_per_task: int = Field(500, ge=1, description="validation examples per task")
     eval_tasks: list[str] | None = Field(None, description="tasks with a validation loss; None = all present")
     max_history: int = Field(10, ge=1, description="history items shown in prompts (most recent)")
+    reasoning_max_words: int | None = Field(
+        None, ge=1, description="user_reasoning rows: cut each trace to whole sentences within this many words "
+                                "(as coldstart.max_reasoning_words; None: keep all)")
+    scratch_vocab_size: int | None = Field(
+        None, ge=300, description="a scratch model (small-qwen3, tiny-qwen3): train its BPE tokenizer on the "
+                                  "catalogue's titles and the teacher's traces with this many tokens, so reasoning "
+                                  "is words, not bytes (None: the built-in 600-token tokenizer)")
     # In the package (sidreasoner_core/resources), so every image has them: the builds leave sample_data/ out.
     gsm8k_train: str = Field("sidreasoner_core/resources/gsm8k_train_sample.jsonl",
                              description="GSM8K chats mixed into training (default: the first 200; the cluster "

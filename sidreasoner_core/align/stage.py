@@ -27,7 +27,7 @@ from ..training.checkpoints import CHECKPOINTS, persistent_store, work_dir_for
 from ..training.runtime import has_gpu
 from . import gsm8k as gsm8k_eval
 from .config import EARLY_STOP_TASK, AlignConfig
-from .tasks import TaskInputs, mix, read_corpus, read_jsonl, task_pools
+from .tasks import TaskInputs, mix, read_corpus, read_jsonl, read_reasoning, task_pools
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,21 @@ def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, 
     gsm_test = read_jsonl(_data_path(config.gsm8k_test)) if needs_test else []
     return TaskInputs(items=read_items(dataset_dir), sid_by_item=sid_by_item,
                       train=read_samples(dataset_dir, "train"), valid=read_samples(dataset_dir, "valid"),
-                      item_texts=item_texts, narratives=narratives, gsm8k_train=gsm_train, gsm8k_test=gsm_test)
+                      item_texts=item_texts, narratives=narratives, gsm8k_train=gsm_train, gsm8k_test=gsm_test,
+                      reasoning=read_reasoning(corpus_dir) if ratios.get("user_reasoning", 1.0) > 0
+                      or config.scratch_vocab_size else None)
+
+
+def vocabulary_texts(inputs: TaskInputs) -> list[str]:
+    """What a scratch model's tokenizer learns its words from: the catalogue's titles and brands and the
+    teacher's traces (whatever the ablation; S1 cold-starts on the same traces)."""
+    items = inputs.items
+    texts = items["title"].astype(str).tolist()
+    if "brand" in items.columns:
+        texts += items["brand"].fillna("").astype(str).tolist()
+    if inputs.reasoning is not None:
+        texts += inputs.reasoning["reasoning"].astype(str).tolist()
+    return texts
 
 
 def _to_accelerator(model) -> None:
@@ -72,7 +86,7 @@ def _to_accelerator(model) -> None:
 def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact | None, out: str | Path,
         model_ref: str | None = None, work_dir: str | Path | None = None, tracker=None,
         callbacks=()) -> Artifact:
-    from ..models import load_model
+    from ..models import is_scratch, load_model, scratch_with_vocabulary
     from ..training.sft import save_result, train_sft
 
     t0 = time.time()
@@ -80,7 +94,7 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     ref = model_ref or config.model
     table = read_sid_table(sids.path)
     inputs = build_inputs(config, dataset.path, table.sid_by_item, corpus.path if corpus else None)
-    pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed)
+    pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed, config.reasoning_max_words)
     train, evals, counts = mix(pools, config.effective_ratios(), config.max_per_task, config.eval_max_per_task,
                                config.eval_tasks, config.seed)
     if not train:
@@ -89,6 +103,8 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     log.info("align: %s", json.dumps(counts))
 
     gsm_rows = inputs.gsm8k_test[:config.gsm8k_eval_n]
+    if config.scratch_vocab_size and is_scratch(ref):
+        ref = str(scratch_with_vocabulary(ref, vocabulary_texts(inputs), config.scratch_vocab_size))
     model, tok = load_model(ref)
     if gsm_rows:
         _to_accelerator(model)

@@ -48,6 +48,7 @@ class TaskInputs:
     valid: pd.DataFrame                      # samples of the valid split
     item_texts: list[str] = field(default_factory=list)   # task 7 paragraphs (status ok)
     narratives: list[str] = field(default_factory=list)   # task 8 narratives (status ok)
+    reasoning: pd.DataFrame | None = None    # task 8 traces of train samples: history, target, reasoning
     gsm8k_train: list[dict] = field(default_factory=list)
     gsm8k_test: list[dict] = field(default_factory=list)
 
@@ -108,6 +109,14 @@ def sid_history_to_sid(cat: _Catalog, history: Sequence[str], target: str) -> di
     return _chat("sid_history_to_sid", prompts.sid_history_prompt([cat.sid[h] for h in history]), cat.sid[target])
 
 
+def user_reasoning(cat: _Catalog, history: Sequence[str], target: str, reasoning: str) -> dict:
+    """The teacher's user-centric reasoning as a reason-then-SID answer to the thinking prompt: alignment
+    associates SIDs with reasoning about the user (paper §3.2.3), so the cold-start only has to settle
+    the format (paper §3.3.1: "the model already possesses the capability")."""
+    return _chat("user_reasoning", prompts.sid_history_prompt([cat.sid[h] for h in history], thinking=True),
+                 prompts.thinking_response(reasoning, cat.sid[target]))
+
+
 def title_history_to_sid(cat: _Catalog, history: Sequence[str], target: str) -> dict:
     verb, name = _category_words(cat.category.get(target))
     user = TITLE_HISTORY_TO_SID.format(verb=verb, category=name, titles=_titles(cat, history))
@@ -131,7 +140,7 @@ def gsm8k_chat(row: dict) -> dict:
 # ---------------------------------------------------------------- pools and the mix
 
 def task_pools(inputs: TaskInputs, max_history: int = 10, eval_items: int = 500,
-               seed: int = 42) -> dict[str, tuple[list[dict], list[dict]]]:
+               seed: int = 42, reasoning_max_words: int | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
     """Every task's full (train, validation) records. Item tasks and corpora have no held-out
     split: their validation rows are a fixed sample of the training rows (a memorisation check)."""
     cat = _Catalog(inputs)
@@ -161,6 +170,12 @@ def task_pools(inputs: TaskInputs, max_history: int = 10, eval_items: int = 500,
     if inputs.narratives:
         recs = [{"task": "user_narrative", "text": t} for t in inputs.narratives]
         pools["user_narrative"] = (recs, rng.sample(recs, min(eval_items, len(recs))))
+    if inputs.reasoning is not None and len(inputs.reasoning):
+        recs = [user_reasoning(cat, list(h)[-max_history:], t, prompts.shorten(r, reasoning_max_words))
+                for h, t, r in zip(inputs.reasoning["history"], inputs.reasoning["target"], inputs.reasoning["reasoning"])
+                if len(h) and cat.usable(list(h)[-max_history:] + [t])]
+        if recs:
+            pools["user_reasoning"] = (recs, rng.sample(recs, min(eval_items, len(recs))))
     if inputs.gsm8k_train:
         pools["gsm8k"] = ([gsm8k_chat(r) for r in inputs.gsm8k_train], [gsm8k_chat(r) for r in inputs.gsm8k_test])
     return pools
@@ -219,6 +234,25 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ("question", "answer"
                     raise TaskDataError(f"{path}:{n}: field '{k}' missing or empty")
             rows.append(row)
     return rows
+
+
+def read_reasoning(corpus_dir: str | Path | None) -> pd.DataFrame | None:
+    """The corpus's usable user reasoning traces of training samples (history, target, reasoning), or None."""
+    if not corpus_dir or not (Path(corpus_dir) / USER_REASONING_FILE).is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    from ..corpus import read_user_reasoning
+
+    path = Path(corpus_dir) / USER_REASONING_FILE
+    columns = pq.read_schema(path).names
+    missing = [c for c in ("history", "history_sids", "target", "reasoning", "status") if c not in columns]
+    if missing:
+        raise TaskDataError(f"{path}: column '{missing[0]}' missing (columns: {columns})")
+    df = read_user_reasoning(corpus_dir)
+    if "split" in df.columns:  # never a validation or test target
+        df = df[df["split"] == "train"]
+    return df[df["reasoning"].fillna("").str.strip() != ""].reset_index(drop=True)
 
 
 def read_corpus(corpus_dir: str | Path | None) -> tuple[list[str], list[str]]:

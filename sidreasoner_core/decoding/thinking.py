@@ -21,6 +21,7 @@ class Reasoning:
     tokens: int      # reasoning tokens generated
     forced: bool     # True when </think> was not produced (length limit or end of turn) and was added
     context: str     # prompt + <think>..</think>\n\n: where the SID search continues
+    logprob: float = 0.0  # log-probability of the trace (with reasoning beams; 0 for greedy or sampled)
 
 
 def sid_token_ids(tokenizer) -> list[int]:
@@ -58,8 +59,9 @@ def reasoning_context(prompt: str, reasoning: str) -> str:
 def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8,
                        num_return_sequences: int = 1, do_sample: bool = False, temperature: float = 1.0,
                        top_p: float = 1.0, desc: str = "reasoning", progress: bool = True,
-                       max_sid_tokens: int | None = None) -> list[list[Reasoning]]:
-    """Reasoning traces for each templated prompt (greedy, or sampled for best-of-N); at most
+                       max_sid_tokens: int | None = None, num_beams: int = 1) -> list[list[Reasoning]]:
+    """Reasoning traces for each templated prompt (greedy, sampled for best-of-N, or the
+    `num_return_sequences` best of a beam search with their log-probabilities); at most
     `max_sid_tokens` SID tokens per trace (None: unbounded).
 
     The response is opened with `<think>\\n` so even an un-aligned model reasons; generation stops
@@ -78,6 +80,9 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    if num_beams > 1:  # summed log-probabilities (no length penalty), so traces compare with their SIDs
+        kwargs.update(num_beams=num_beams, length_penalty=0.0, early_stopping=True, output_scores=True,
+                      return_dict_in_generate=True)
     if close_id is None:
         kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
     sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
@@ -87,17 +92,53 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
         chunk = heads[start:start + batch_size]
         input_ids, mask = encode_left_padded(tokenizer, chunk, device)
         budget = [SIDTokenBudget(sid_ids, max_sid_tokens, input_ids.size(1))] if sid_ids else []
-        seqs = model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=LogitsProcessorList(budget),
-                              **kwargs)[:, input_ids.size(1):]
+        gen = model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=LogitsProcessorList(budget),
+                             **kwargs)
+        seqs = (gen.sequences if num_beams > 1 else gen)[:, input_ids.size(1):]
+        logprobs = gen.sequences_scores.tolist() if num_beams > 1 else [0.0] * len(seqs)
         for i, prompt in enumerate(prompts[start:start + batch_size]):
             traces = []
-            for row in seqs[i * num_return_sequences:(i + 1) * num_return_sequences].tolist():
+            rows = range(i * num_return_sequences, (i + 1) * num_return_sequences)
+            for row, logprob in zip(seqs[rows.start:rows.stop].tolist(), logprobs[rows.start:rows.stop]):
                 cut = next((j for j, t in enumerate(row) if t in ends), len(row))
                 closed = cut < len(row) and row[cut] == close_id
                 text = tokenizer.decode(row[:cut], skip_special_tokens=False)
                 if THINK_CLOSE in text:            # stop-string case: the close is inside the text
                     text, closed = text.split(THINK_CLOSE, 1)[0], True
                 traces.append(Reasoning(text=text.strip(), tokens=cut, forced=not closed,
-                                        context=reasoning_context(prompt, text)))
+                                        context=reasoning_context(prompt, text), logprob=float(logprob)))
             out.append(traces)
+    return out
+
+
+def think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_beams: int, reasoning_beams: int = 1,
+                    batch_size: int = 8, max_new_tokens: int = 64, thinking_batch_size: int = 8,
+                    max_sid_tokens: int | None = None, progress: bool = True, desc: str = "thinking"
+                    ) -> list[tuple[Reasoning, list[tuple[str, float]]]]:
+    """Thinking mode: reasoning, then the constrained SID search after `</think>`.
+
+    With one reasoning beam this is the paper's greedy reasoning (§3.3.1). With B > 1 the B best
+    traces of a beam search are each followed by the SID search, and the catalogue is ranked by
+    the joint log-probability of trace + SID (best trace per SID): the top 10 no longer hangs on a
+    single guess of the user's next interest. The trace returned is the one behind the top SID."""
+    from .constrained import rank_sids
+
+    traces = generate_reasoning(model, tokenizer, prompts, max_new_tokens, thinking_batch_size,
+                                num_return_sequences=reasoning_beams, num_beams=reasoning_beams, desc=desc,
+                                progress=progress, max_sid_tokens=max_sid_tokens)
+    flat = [t for ts in traces for t in ts]
+    ranked = rank_sids(model, tokenizer, [t.context for t in flat], trie, num_beams, batch_size,
+                       desc=f"{desc} SID", progress=progress)
+    out, k = [], 0
+    for ts in traces:
+        best: dict[str, tuple[float, int]] = {}
+        for j, trace in enumerate(ts):
+            for sid, score in ranked[k + j]:
+                total = trace.logprob + score
+                if sid not in best or total > best[sid][0]:
+                    best[sid] = (total, j)
+        k += len(ts)
+        merged = sorted(best.items(), key=lambda kv: -kv[1][0])[:num_beams]
+        top = ts[merged[0][1][1]] if merged else ts[0]
+        out.append((top, [(sid, total) for sid, (total, _) in merged]))
     return out

@@ -21,6 +21,9 @@ class EvaluateConfig(StageConfig):
         30, ge=0, description="SID tokens allowed inside the reasoning (0 = none, None = unbounded); the default "
                               "lets a trace recite a 10-item history once but never loop on SID tokens")
     thinking_batch_size: int = Field(8, ge=1)
+    reasoning_beams: int = Field(
+        1, ge=1, description="thinking mode: 1 = greedy reasoning (the paper); B > 1 = the B best traces of a beam "
+                             "search, each followed by the SID search, ranked by trace + SID log-probability")
     best_of_n: int = Field(0, ge=0, description="sampled reasoning traces per sample for the best-of-N curve (0 = off)")
     best_of_n_samples: int = Field(32, ge=1, description="samples used for best-of-N")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of best-of-N traces")

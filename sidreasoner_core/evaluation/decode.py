@@ -3,6 +3,7 @@
 
 - direct: constrained beam search over SIDs right after the prompt;
 - thinking: greedy reasoning until `</think>` (closed by force at the budget), then the same search;
+  with `reasoning_beams` > 1, the best traces of a beam search, ranked by trace + SID log-probability;
 - best-of-N: N sampled reasoning traces per sample, each followed by the search.
 Modes run in this order so the sampled ones draw the same random numbers run after run.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..decoding.constrained import rank_sids
-from ..decoding.thinking import Reasoning, generate_reasoning
+from ..decoding.thinking import Reasoning, generate_reasoning, think_then_rank
 from ..metrics import target_rank
 from ..prompts import chat_prompt, direct_prompt, sid_history_prompt
 from .config import EvaluateConfig
@@ -55,11 +56,10 @@ def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool 
         out.direct = rank_sids(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_direct], False),
                                m.trie, desc="direct", **search)
     if n_think > 0:
-        traces = generate_reasoning(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_think], True),
-                                    desc="thinking", **reason)
-        traces = [t[0] for t in traces]
-        ranked = rank_sids(m.model, m.tokenizer, [t.context for t in traces], m.trie, desc="thinking SID", **search)
-        out.thinking = list(zip(traces, ranked))
+        out.thinking = think_then_rank(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_think], True),
+                                       m.trie, config.num_beams, config.reasoning_beams, config.batch_size,
+                                       config.max_reasoning_tokens, config.thinking_batch_size,
+                                       config.max_reasoning_sid_tokens, progress)
     if config.best_of_n > 0:
         n_bon = min(config.best_of_n_samples, len(data.samples))
         traces = generate_reasoning(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_bon], True),

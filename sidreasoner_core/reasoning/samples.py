@@ -6,7 +6,6 @@ prompt format); cold-start rows add `"completion": [assistant message]`.
 from __future__ import annotations
 
 import logging
-import re
 
 import pandas as pd
 
@@ -46,21 +45,6 @@ def sid_rows(samples: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptC
     return rows
 
 
-def shorten(text: str, max_words: int | None) -> str:
-    """Whole sentences while they fit in `max_words` words (at least the first sentence's first words)."""
-    text = str(text).strip()
-    if not max_words or len(text.split()) <= max_words:
-        return text
-    kept, count = [], 0
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
-        n = len(sentence.split())
-        if count + n > max_words:
-            break
-        kept.append(sentence)
-        count += n
-    return " ".join(kept) if kept else " ".join(text.split()[:max_words])
-
-
 def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt: PromptConfig,
                    max_samples: int | None = None, seed: int = 0, source: str = "user_reasoning",
                    max_reasoning_words: int | None = None) -> list[dict]:
@@ -83,6 +67,6 @@ def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt:
     rows = sid_rows(ok, sid_by_item, prompt, None, seed, source)
     for row, reasoning_text in zip(rows, ok["reasoning"]):
         row["completion"] = [{"role": "assistant",
-                               "content": prompts.thinking_response(shorten(reasoning_text, max_reasoning_words),
+                               "content": prompts.thinking_response(prompts.shorten(reasoning_text, max_reasoning_words),
                                                                     row["target_sid"])}]
     return rows

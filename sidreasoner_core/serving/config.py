@@ -19,6 +19,7 @@ class ServingConfig(StageConfig):
     max_reasoning_tokens: int = Field(256, ge=1, description="thinking mode: reasoning is force-closed here")
     max_reasoning_sid_tokens: int | None = Field(30, ge=0, description="thinking mode: SID tokens allowed inside "
                                                  "the reasoning (as evaluation's; None = unbounded)")
+    reasoning_beams: int = Field(1, ge=1, description="thinking mode: reasoning beams (as evaluation's; 1 = greedy)")
     default_mode: Literal["direct", "thinking"] = "direct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_threads: int = Field(0, ge=0, description="torch CPU threads when loaded (0 = torch default)")

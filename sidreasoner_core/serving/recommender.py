@@ -119,22 +119,21 @@ class Recommender:
         """Top-`num_beams` catalogue SIDs (with log-probabilities) for known-item histories, and the
         reasoning of each in thinking mode. No validation: `check` first, or pass known items only."""
         from ..decoding.constrained import rank_sids
-        from ..decoding.thinking import generate_reasoning
+        from ..decoding.thinking import think_then_rank
         from ..prompts import chat_prompt, sid_history_prompt
 
         tok, cfg = self.tokenizer, self.config
         thinking = mode == "thinking"
         prompts = [chat_prompt(tok, sid_history_prompt([self.sid_by_item[h] for h in hist], thinking=thinking))
                    for hist in histories]
-        reasoning: list[str | None] = [None] * len(prompts)
         if thinking:
-            traces = [t[0] for t in generate_reasoning(self.model, tok, prompts, cfg.max_reasoning_tokens,
-                                                       cfg.batch_size, desc="reasoning", progress=progress,
-                                                       max_sid_tokens=cfg.max_reasoning_sid_tokens)]
-            prompts, reasoning = [t.context for t in traces], [t.text for t in traces]
+            pairs = think_then_rank(self.model, tok, prompts, self.trie, num_beams, cfg.reasoning_beams,
+                                    cfg.batch_size, cfg.max_reasoning_tokens, cfg.batch_size,
+                                    cfg.max_reasoning_sid_tokens, progress, desc="reasoning")
+            return [r for _, r in pairs], [t.text for t, _ in pairs]
         ranked = rank_sids(self.model, tok, prompts, self.trie, num_beams, cfg.batch_size,
                            desc="recommend", progress=progress)
-        return ranked, reasoning
+        return ranked, [None] * len(prompts)
 
     def items(self, ranked: list[tuple[str, float]], k: int) -> list[dict]:
         """The first `k` items of a ranked SID list (a shared SID yields each of its items)."""
