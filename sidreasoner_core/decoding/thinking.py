@@ -80,9 +80,12 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    if num_beams > 1:  # summed log-probabilities (no length penalty), so traces compare with their SIDs
+    if num_beams > 1:  # summed log-probabilities (no length penalty), so traces compare with their SIDs;
+        # a beam may only end at </think>: ending the turn early is a cheap way for a beam to stay likely
         kwargs.update(num_beams=num_beams, length_penalty=0.0, early_stopping=True, output_scores=True,
                       return_dict_in_generate=True)
+        if close_id is not None and tokenizer.eos_token_id is not None:
+            kwargs.update(eos_token_id=close_id, suppress_tokens=[tokenizer.eos_token_id])
     if close_id is None:
         kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
     sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
