@@ -109,11 +109,62 @@ def _example(ex: dict) -> tuple[list[str], str]:
     return md + [""], page
 
 
+CURVE_COLUMNS = (("reward", "reward"), ("eval/recall@10", "valid R@10 (thinking)"),
+                 ("eval/reasoning_tokens", "valid reasoning tokens"), ("reasoning/words", "rollout reasoning words"),
+                 ("reasoning/think_closed_share", "rollouts closing </think>"))
+CURVES_PLOT = "grpo_curves.png"
+
+
+def training_curves(model_dir: Path) -> tuple[list[dict], Path | None]:
+    """The GRPO curves the model artifact carries (`curves.jsonl` and its plot beside `model/`), if any."""
+    import json
+
+    root = Path(model_dir).parent
+    path = root / "curves.jsonl"
+    if not path.is_file():
+        return [], None
+    by_step: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a record cut by a kill
+            continue
+        by_step.setdefault(int(rec.get("step", 0)), {}).update(rec)
+    rows = [by_step[s] for s in sorted(by_step)]
+    if not any("reward" in r for r in rows):  # not GRPO curves (cold-start logs losses only)
+        return [], None
+    png = root / "curves.png"
+    return rows, png if png.is_file() else None
+
+
+def curves_table(rows: list[dict], max_rows: int = 12) -> tuple[list[str], list[list[str]]]:
+    """Reward, validation R@10 in thinking mode and reasoning length over the GRPO steps: the steps with a
+    validation point, or evenly spaced steps when there are none; the reward is the mean since the last row."""
+    marks = [i for i, r in enumerate(rows) if "eval/recall@10" in r] or \
+        sorted({round(i * (len(rows) - 1) / max(max_rows - 1, 1)) for i in range(max_rows)})
+    head, body, start = ["step"] + [name for _, name in CURVE_COLUMNS], [], 0
+    for i in marks[:max_rows]:
+        window = rows[start:i + 1]
+        cells = [str(rows[i]["step"])]
+        for key, _ in CURVE_COLUMNS:
+            vals = [r[key] for r in (window if key in ("reward", "reasoning/words", "reasoning/think_closed_share")
+                                     else [rows[i]]) if key in r]
+            cells.append(_fmt(float(sum(vals) / len(vals))) if vals else "")
+        body.append(cells)
+        start = i + 1
+    return head, body
+
+
 def render(out: Path, title: str, info: dict[str, str], tables: dict[str, dict[str, dict[str, float]]],
            ks: Sequence[int], best_of_n: list[float], reasoning_lengths: list[int],
-           examples: list[dict], notes: list[str]) -> tuple[str, str]:
+           examples: list[dict], notes: list[str], curves: list[dict] = (),
+           curves_png: Path | None = None) -> tuple[str, str]:
     """Write plots under out/plots and return (markdown, html)."""
     plots = make_plots(out / "plots", tables, ks, best_of_n, reasoning_lengths)
+    if curves_png is not None:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        (out / "plots" / CURVES_PLOT).write_bytes(Path(curves_png).read_bytes())
+        plots = [*plots, CURVES_PLOT]
     captions = {"main": "Full-catalogue ranking", "thinking_subset": "Thinking mode and the others on the same samples"}
     md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in info.items()] + [""]
     hp = [f"<h1>{html.escape(title)}</h1><ul>"] + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
@@ -127,6 +178,10 @@ def render(out: Path, title: str, info: dict[str, str], tables: dict[str, dict[s
     if best_of_n:
         md += ["## Best-of-N (Recall@10 of the best of N sampled traces)", "",
                _md_table(["N"] + [str(i + 1) for i in range(len(best_of_n))], [["R@10"] + [_fmt(v) for v in best_of_n]]), ""]
+    if curves:
+        head, body = curves_table(list(curves))
+        md += ["## GRPO curves (training)", "", _md_table(head, body), ""]
+        hp += ["<h2>GRPO curves (training)</h2>", _html_table(head, body)]
     if reasoning_lengths:
         md += [f"Reasoning tokens: mean {sum(reasoning_lengths) / len(reasoning_lengths):.1f}, "
                f"max {max(reasoning_lengths)} over {len(reasoning_lengths)} traces.", ""]

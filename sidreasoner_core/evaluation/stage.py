@@ -107,9 +107,10 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
             pq.write_table(pa.Table.from_pylist(bon_rows, schema=PREDICTION_SCHEMA), d / BEST_OF_N_FILE)
         (d / METRICS_FILE).write_text(json.dumps({**scores.metrics, "best_of_n_curve": scores.best_of_n_curve},
                                                  indent=2))
+        curves, curves_png = report.training_curves(model.path)
         md, page = report.render(d, "SIDReasoner evaluation", _info(config, model_uri, data, model, decoded, scores, wall),
                                  scores.tables, config.ks, scores.best_of_n_curve, decoded.reasoning_lengths(),
-                                 examples, notes)
+                                 examples, notes, curves, curves_png)
         (d / REPORT_MD).write_text(md)
         (d / REPORT_HTML).write_text(page)
     return open_artifact(out, kind=KIND)
