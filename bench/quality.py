@@ -57,8 +57,9 @@ def run_pipeline(data: Path, config: dict, out_dir: Path) -> Path:
 
 
 def find(run_dir: Path, output: str) -> Path:
+    """The run's artifact named `output` ("dataset") or `task/output` ("coldstart-op/model")."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    hits = [a["path"] for key, a in summary["artifacts"].items() if key.split("/")[-1] == output]
+    hits = [a["path"] for key, a in summary["artifacts"].items() if output in (key, key.split("/")[-1])]
     if len(hits) != 1:
         raise SystemExit(f"{run_dir}: expected one '{output}' artifact, found {len(hits)}")
     return Path(hits[0])
@@ -78,12 +79,38 @@ def aligned_direct(run_dir: Path, batch_size: int) -> dict:
     return json.loads(cached.read_text())["direct"]
 
 
+def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
+    """Thinking mode and best-of-N (N = 1..16) of the cold-started model, before RL (paper Table 3,
+    Figure 4), with the run's own evaluate settings; cached beside the run."""
+    cached = run_dir / "coldstart_eval" / "metrics.json"
+    if not cached.is_file():
+        from sidreasoner_core.artifacts import open_artifact
+        from sidreasoner_core.evaluation.config import EvaluateConfig
+        from sidreasoner_core.evaluation.stage import run as evaluate
+
+        cfg = json.loads((run_dir / "config.json").read_text()).get("evaluate", {}) \
+            if (run_dir / "config.json").is_file() else {}
+        config = EvaluateConfig.build({**cfg, "direct": False, "thinking_samples": -1, "batch_size": batch_size,
+                                       "best_of_n": 16, "best_of_n_samples": cfg.get("best_of_n_samples", 64)})
+        evaluate(config, open_artifact(find(run_dir, "dataset")), open_artifact(find(run_dir, "sids")),
+                 str(find(run_dir, "coldstart-op/model")), None, run_dir / "coldstart_eval")
+    return json.loads(cached.read_text())
+
+
 def run_figures(run_dir: Path, batch_size: int) -> dict[str, dict]:
     m = json.loads((find(run_dir, "evaluation") / "metrics.json").read_text())
+    cs = coldstart_thinking(run_dir, batch_size)
     out = {"model (direct)": m.get("direct"), "model (thinking)": m.get("thinking"),
+           "cold-start only (thinking)": cs.get("thinking"),
            "aligned only (direct)": aligned_direct(run_dir, batch_size),
            "SASRec": m.get("sasrec"), "most-popular": m.get("popularity")}
-    return {name: {f: v[f] for f in FIGURES} for name, v in out.items() if v}
+    figs = {name: {f: v[f] for f in FIGURES} for name, v in out.items() if v}
+    for name, v in (("model (thinking)", m.get("thinking")), ("cold-start only (thinking)", cs.get("thinking"))):
+        if v and name in figs:
+            figs[name]["self_closed"] = 1 - v.get("forced_close_rate", 1.0)
+    figs["best-of-N before RL"] = {f"n{i + 1}": x for i, x in enumerate(cs.get("best_of_n_curve", []))}
+    figs["best-of-N after RL"] = {f"n{i + 1}": x for i, x in enumerate(m.get("best_of_n_curve", []))}
+    return {k: v for k, v in figs.items() if v}
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -98,13 +125,23 @@ def summarise(runs: list[dict[str, dict]]) -> dict:
     methods = list(dict.fromkeys(name for r in runs for name in r))
     table = {}
     for name in methods:
-        table[name] = {f: interval([r[name][f] for r in runs if name in r]) for f in FIGURES}
+        keys = list(dict.fromkeys(k for r in runs if name in r for k in r[name]))
+        table[name] = {f: interval([r[name][f] for r in runs if f in r.get(name, {})]) for f in keys}
     ratios = {}
     for name in ("model (direct)", "model (thinking)", "aligned only (direct)"):
         per_seed = [r[name]["recall@10"] / r["SASRec"]["recall@10"] for r in runs
                     if name in r and r.get("SASRec", {}).get("recall@10")]  # a run whose SASRec scored 0 has no ratio
         if per_seed:
             ratios[name] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
+    # issue 16's targets: thinking after RL vs the aligned model's direct mode, the RL gain in thinking mode
+    # over cold-start alone, and what RL did to the direct mode
+    paired = {"thinking after RL / aligned direct": ("model (thinking)", "aligned only (direct)"),
+              "thinking after RL / cold-start thinking (RL gain)": ("model (thinking)", "cold-start only (thinking)"),
+              "direct after RL / aligned direct": ("model (direct)", "aligned only (direct)")}
+    for label, (a, b) in paired.items():
+        per_seed = [r[a]["recall@10"] / r[b]["recall@10"] for r in runs if a in r and r.get(b, {}).get("recall@10")]
+        if per_seed:
+            ratios[label] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
     return {"table": table, "ratio_r10_vs_sasrec": ratios, "n": len(runs)}
 
 
@@ -113,10 +150,16 @@ def print_summary(title: str, s: dict) -> None:
     print("| method | " + " | ".join(FIGURES) + " |")
     print("|---" * (len(FIGURES) + 1) + "|")
     for name, figs in s["table"].items():
-        print(f"| {name} | " + " | ".join(f"{m:.4f} ± {h:.4f}" for m, h in figs.values()) + " |")
+        if set(FIGURES) <= set(figs):
+            extra = f" (self-closed {figs['self_closed'][0]:.1%})" if "self_closed" in figs else ""
+            print(f"| {name}{extra} | " + " | ".join(f"{figs[f][0]:.4f} ± {figs[f][1]:.4f}" for f in FIGURES) + " |")
+    for name, figs in s["table"].items():
+        if name.startswith("best-of-N"):
+            print(f"{name}, R@10 for N = 1..{len(figs)}: " + " ".join(f"{m:.3f}" for m, _ in figs.values()))
     for name, r in s["ratio_r10_vs_sasrec"].items():
         m, h = r["mean_ci"]
-        print(f"R@10({name}) / R@10(SASRec) = {m:.3f} ± {h:.3f}  (per seed {r['per_seed']})")
+        label = name if "/" in name else f"R@10({name}) / R@10(SASRec)"
+        print(f"{label} = {m:.3f} ± {h:.3f}  (per seed {r['per_seed']})")
 
 
 def main() -> None:

@@ -66,3 +66,24 @@ def test_serve_bench_runs_at_a_tiny_size(tmp_path):
     assert 0 < figures["p50_ms_batch1"] <= figures["p99_ms_batch1"]
     assert figures["recs_per_s_batched"] > 0 and figures["recs_per_s_batched_procs"] > 0 and figures["baseline_bare_decoder_p50_ms"] > 0
     assert isinstance(figures["meets_p99"], bool) and isinstance(figures["meets_throughput"], bool)
+
+
+def test_quality_summary_pairs_thinking_with_direct_and_cold_start():
+    """The issue-16 figures per seed: thinking after RL over the aligned model's direct mode, the RL gain over
+    cold-start alone, and the self-closed share carried through."""
+    bench = load_bench("quality")
+    fig = {f: 0.0 for f in bench.FIGURES}
+
+    def run(think, cold, aligned, sasrec):
+        return {"model (thinking)": {**fig, "recall@10": think, "self_closed": 0.98},
+                "cold-start only (thinking)": {**fig, "recall@10": cold},
+                "aligned only (direct)": {**fig, "recall@10": aligned}, "model (direct)": {**fig, "recall@10": aligned},
+                "SASRec": {**fig, "recall@10": sasrec}, "best-of-N before RL": {"n1": 0.1, "n2": 0.2}}
+
+    s = bench.summarise([run(0.12, 0.10, 0.11, 0.10), run(0.11, 0.10, 0.10, 0.10)])
+    gain = s["ratio_r10_vs_sasrec"]["thinking after RL / cold-start thinking (RL gain)"]
+    assert gain["per_seed"] == [1.2, 1.1] and abs(gain["mean_ci"][0] - 1.15) < 1e-9
+    assert s["ratio_r10_vs_sasrec"]["thinking after RL / aligned direct"]["per_seed"] == [1.091, 1.1]
+    assert s["table"]["model (thinking)"]["self_closed"] == (0.98, 0.0)
+    assert s["table"]["best-of-N before RL"]["n2"] == (0.2, 0.0)
+    bench.print_summary("t", s)
