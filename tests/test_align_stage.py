@@ -220,3 +220,26 @@ def test_num_gpus_above_one_launches_accelerate_processes(tmp_path, monkeypatch)
     assert [h["epoch"] for h in res.log_history if "train_loss" in h] == [1.0]  # 2 steps x 2 procs x 2 = 8 rows
     assert len(res.tokenizer) == res.model.get_input_embeddings().weight.shape[0]
     assert "<c_7>" in res.tokenizer.get_vocab() and "eval_loss_t" in res.metrics()
+
+
+def test_scratch_model_learns_the_catalogue_words_and_the_reasoning_rows(arts, tmp_path, monkeypatch):
+    """A scratch model with `scratch_vocab_size` gets a tokenizer trained on the catalogue's titles and the
+    teacher's traces (the aligned model keeps it), and the user reasoning rows join the mix (task 8)."""
+    from transformers import AutoTokenizer
+
+    from sidreasoner_core.align.config import AlignConfig
+    from sidreasoner_core.align.stage import run
+    from sidreasoner_core.models import TINY, load_model
+
+    monkeypatch.setenv("SIDREASONER_CACHE", str(tmp_path / "cache"))
+    dataset, sids, corpus = arts
+    cfg = AlignConfig.build({**tiny_config(max_steps=2, eval_strategy="no"), "gsm8k_eval_n": 0,
+                             "scratch_vocab_size": 1000, "reasoning_max_words": 8})
+    art = run(cfg, dataset, sids, corpus, tmp_path / "aligned")
+    m = json.loads((art.path / "metrics.json").read_text())
+    assert m["n_train_user_reasoning"] == 5 and m["global_step"] == 2   # the corpus's train-split traces
+    tok = AutoTokenizer.from_pretrained(art.path / "model")
+    _, base = load_model(TINY)
+    rationale = "Steady on steel parts. Next: a tool kit by Acme."
+    assert len(tok(rationale)["input_ids"]) < len(base(rationale)["input_ids"])
+    assert len(tok) > len(base) + 3 * 256  # the learned words beside the SID tokens
