@@ -140,3 +140,13 @@ def test_steps_log_metrics_curve_and_report_to_mlflow(sample_dataset, eval_sids,
     assert {"evaluation/report.html", "evaluation/report.md", "evaluation/metrics.json"} <= logged
     sources = " ".join(i.dataset.source for i in run.inputs.dataset_inputs)
     assert all(str(a.path) in sources for a in (sample_dataset, eval_sids, baselines_art))
+
+
+def test_report_examples_show_a_hit_beside_the_misses():
+    from sidreasoner_core.evaluation.stage import pick_examples
+
+    rows = [{"mode": "direct", "sample": i, "rank": 0} for i in range(3)]
+    rows += [{"mode": "thinking", "sample": i, "rank": r} for i, r in enumerate([-1, -1, -1, 4, 0, -1])]
+    assert [(r["sample"], r["rank"]) for r in pick_examples(rows)] == [(0, -1), (1, -1), (3, 4)]
+    assert [r["sample"] for r in pick_examples([r for r in rows if r["rank"] < 0])] == [0, 1, 2]
+    assert [r["mode"] for r in pick_examples(rows[:3])] == ["direct"] * 3

@@ -87,6 +87,15 @@ def _example(row: dict, data: EvalData, num_beams: int, top: int = 5) -> dict:
             "reasoning": row["reasoning"]}
 
 
+def pick_examples(rows: list[dict], n: int = 3) -> list[dict]:
+    """The report's examples: thinking-mode rows (else direct), the first hit beside the first misses,
+    in sample order, so a reader sees both what the model gets right and what it gets wrong."""
+    shown = [r for r in rows if r["mode"] == "thinking"] or rows
+    hit = [r for r in shown if r["rank"] >= 0][:1]
+    rest = [r for r in shown if r["rank"] < 0] + [r for r in shown if r["rank"] >= 0 and r not in hit]
+    return sorted(hit + rest[:n - len(hit)], key=lambda r: r["sample"])
+
+
 def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None, baselines: Artifact | None,
            model_uri: str, data: EvalData, model: EvalModel, decoded: Decoded, scores: Scores,
            wall: float) -> Artifact:
@@ -97,8 +106,7 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
     if shared:
         notes.append(f"{shared} items share a SID with another item; the model is scored at SID level "
                      "(a prediction of the shared SID counts for each of its items).")
-    examples = [_example(r, data, config.num_beams) for r in
-                ([r for r in rows if r["mode"] == "thinking"][:3] or rows[:3])]
+    examples = [_example(r, data, config.num_beams) for r in pick_examples(rows)]
     parents = [a for a in (dataset, sids, baselines) if a is not None] + [{"uri": str(model_uri), "kind": "model"}]
     with write_artifact(out, kind=KIND, config=config, parents=parents,
                         extra={"model_path": str(model.path), "wall_s": round(wall, 1)}) as d:
