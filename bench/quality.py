@@ -88,10 +88,8 @@ def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
         from sidreasoner_core.evaluation.config import EvaluateConfig
         from sidreasoner_core.evaluation.stage import run as evaluate
 
-        cfg = json.loads((run_dir / "config.json").read_text()).get("evaluate", {}) \
-            if (run_dir / "config.json").is_file() else {}
-        config = EvaluateConfig.build({**cfg, "direct": False, "thinking_samples": -1, "batch_size": batch_size,
-                                       "best_of_n": 16, "best_of_n_samples": cfg.get("best_of_n_samples", 64)})
+        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
+        config = EvaluateConfig.model_validate({**cfg, "direct": False, "batch_size": batch_size, "best_of_n": 16})
         evaluate(config, open_artifact(find(run_dir, "dataset")), open_artifact(find(run_dir, "sids")),
                  str(find(run_dir, "coldstart-op/model")), None, run_dir / "coldstart_eval")
     return json.loads(cached.read_text())

@@ -124,12 +124,17 @@ def test_quality_bench_reads_a_finished_run(local_run):
 
     bench = load_bench("quality")
     figs = bench.run_figures(Path(local_run["run_dir"]), batch_size=8)
-    assert set(figs) == {"model (direct)", "model (thinking)", "aligned only (direct)", "SASRec", "most-popular"}
+    assert set(figs) >= {"model (direct)", "model (thinking)", "aligned only (direct)", "SASRec", "most-popular",
+                         "cold-start only (thinking)", "best-of-N before RL"}
+    cold = json.loads((Path(local_run["run_dir"]) / "coldstart_eval" / "metrics.json").read_text())
+    assert "direct" not in cold and len(cold["best_of_n_curve"]) == len(figs["best-of-N before RL"]) == 16
+    assert 0 <= figs["cold-start only (thinking)"]["self_closed"] <= 1
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
     assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]
     aligned = json.loads((Path(local_run["run_dir"]) / "aligned_eval" / "metrics.json").read_text())["direct"]
     assert aligned["n"] == 123 and aligned["invalid"] == 0  # the whole test split of the sample
     other = {name: {f: v + 0.01 for f, v in m.items()} for name, m in figs.items()}  # a second "seed"
+    figs, other = ({k: v for k, v in f.items() if not k.startswith("best-of-N")} for f in (figs, other))
     summary = bench.summarise([figs, other])
     assert summary["n"] == 2
     mean, half = summary["table"]["SASRec"]["recall@10"]
