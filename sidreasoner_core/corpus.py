@@ -57,3 +57,13 @@ def read_user_reasoning(corpus_dir: str | Path, ok_only: bool = True) -> pd.Data
     for col in ("history", "history_sids"):
         df[col] = df[col].map(list)
     return df[df["status"] == "ok"].reset_index(drop=True) if ok_only else df
+
+
+def usable_traces(df: pd.DataFrame) -> pd.DataFrame:
+    """The user reasoning rows a training stage may learn from: status "ok", a train-split sample (never a
+    validation or test target) and a non-empty trace (columns missing from a hand-made table are not checked)."""
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    if "split" in df.columns:
+        df = df[df["split"] == "train"]
+    return df[df["reasoning"].fillna("").str.strip() != ""]

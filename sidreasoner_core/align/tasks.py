@@ -242,17 +242,14 @@ def read_reasoning(corpus_dir: str | Path | None) -> pd.DataFrame | None:
         return None
     import pyarrow.parquet as pq
 
-    from ..corpus import read_user_reasoning
+    from ..corpus import read_user_reasoning, usable_traces
 
     path = Path(corpus_dir) / USER_REASONING_FILE
     columns = pq.read_schema(path).names
     missing = [c for c in ("history", "history_sids", "target", "reasoning", "status") if c not in columns]
     if missing:
         raise TaskDataError(f"{path}: column '{missing[0]}' missing (columns: {columns})")
-    df = read_user_reasoning(corpus_dir)
-    if "split" in df.columns:  # never a validation or test target
-        df = df[df["split"] == "train"]
-    return df[df["reasoning"].fillna("").str.strip() != ""].reset_index(drop=True)
+    return usable_traces(read_user_reasoning(corpus_dir, ok_only=False)).reset_index(drop=True)
 
 
 def read_corpus(corpus_dir: str | Path | None) -> tuple[list[str], list[str]]:

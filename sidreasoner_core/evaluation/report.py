@@ -117,20 +117,12 @@ CURVES_PLOT = "grpo_curves.png"
 
 def training_curves(model_dir: Path) -> tuple[list[dict], Path | None]:
     """The GRPO curves the model artifact carries (`curves.jsonl` and its plot beside `model/`), if any."""
-    import json
+    from ..curves import CURVES_FILE, CurveLog
 
     root = Path(model_dir).parent
-    path = root / "curves.jsonl"
-    if not path.is_file():
+    if not (root / CURVES_FILE).is_file():
         return [], None
-    by_step: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a record cut by a kill
-            continue
-        by_step.setdefault(int(rec.get("step", 0)), {}).update(rec)
-    rows = [by_step[s] for s in sorted(by_step)]
+    rows = CurveLog(root / CURVES_FILE).rows()
     if not any("reward" in r for r in rows):  # not GRPO curves (cold-start logs losses only)
         return [], None
     png = root / "curves.png"

@@ -10,6 +10,7 @@ import logging
 import pandas as pd
 
 from .. import prompts
+from ..corpus import usable_traces
 from .config import PromptConfig
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,7 @@ def coldstart_rows(reasoning: pd.DataFrame, sid_by_item: dict[str, str], prompt:
     for col in ("history", "target", "reasoning"):
         if col not in reasoning.columns:
             raise ReasoningDataError(f"{source}: column {col!r} missing (have {list(reasoning.columns)})")
-    ok = reasoning
-    if "status" in ok.columns:
-        ok = ok[ok["status"] == "ok"]
-    if "split" in ok.columns:  # cold-start learns from training samples only
-        ok = ok[ok["split"] == "train"]
-    ok = ok[ok["reasoning"].fillna("").str.strip() != ""]
+    ok = usable_traces(reasoning)  # cold-start learns from training samples only
     if ok.empty:
         raise ReasoningDataError(f"{source}: no reasoning traces with status 'ok'")
     if "user_id" not in ok.columns:
