@@ -95,16 +95,41 @@ def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
     return json.loads(cached.read_text())
 
 
-def run_figures(run_dir: Path, batch_size: int) -> dict[str, dict]:
+def rescored_thinking(run_dir: Path, model: str, override: dict, batch_size: int) -> dict:
+    """Thinking mode of the run's `model` ("grpo-op/model" or "coldstart-op/model") under the run's
+    evaluate settings with `override` applied (e.g. {"reasoning_samples": 8}); cached beside the run."""
+    tag = "-".join(f"{k}={v}" for k, v in sorted(override.items()))
+    out = run_dir / f"rescore_{model.split('-')[0]}_{tag}"
+    if not (out / "metrics.json").is_file():
+        from sidreasoner_core.artifacts import open_artifact
+        from sidreasoner_core.evaluation.config import EvaluateConfig
+        from sidreasoner_core.evaluation.stage import run as evaluate
+
+        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]
+        config = EvaluateConfig.model_validate({**cfg, "direct": False, "batch_size": batch_size, "best_of_n": 0,
+                                                **override})
+        evaluate(config, open_artifact(find(run_dir, "dataset")), open_artifact(find(run_dir, "sids")),
+                 str(find(run_dir, model)), None, out)
+    return json.loads((out / "metrics.json").read_text())["thinking"]
+
+
+def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None) -> dict[str, dict]:
+    """The run's figures; with `rescore`, thinking mode (after RL and cold-start only) is scored again
+    with those evaluate settings and the run's own thinking rows become "(greedy thinking)"."""
     m = json.loads((find(run_dir, "evaluation") / "metrics.json").read_text())
     cs = coldstart_thinking(run_dir, batch_size)
-    out = {"model (direct)": m.get("direct"), "model (thinking)": m.get("thinking"),
-           "cold-start only (thinking)": cs.get("thinking"),
+    thinking, cs_thinking = m.get("thinking"), cs.get("thinking")
+    out = {"model (direct)": m.get("direct"), "model (thinking)": thinking,
+           "cold-start only (thinking)": cs_thinking,
            "aligned only (direct)": aligned_direct(run_dir, batch_size),
            "SASRec": m.get("sasrec"), "most-popular": m.get("popularity")}
+    if rescore:
+        out.update({"model (thinking)": rescored_thinking(run_dir, "grpo-op/model", rescore, batch_size),
+                    "cold-start only (thinking)": rescored_thinking(run_dir, "coldstart-op/model", rescore, batch_size),
+                    "model (greedy thinking)": thinking, "cold-start only (greedy thinking)": cs_thinking})
     figs = {name: {f: v[f] for f in FIGURES} for name, v in out.items() if v}
-    for name, v in (("model (thinking)", m.get("thinking")), ("cold-start only (thinking)", cs.get("thinking"))):
-        if v and name in figs:
+    for name, v in out.items():
+        if v and "thinking" in name and name in figs:
             figs[name]["self_closed"] = 1 - v.get("forced_close_rate", 1.0)
     figs["best-of-N before RL"] = {f"n{i + 1}": x for i, x in enumerate(cs.get("best_of_n_curve", []))}
     figs["best-of-N after RL"] = {f"n{i + 1}": x for i, x in enumerate(m.get("best_of_n_curve", []))}
@@ -171,10 +196,14 @@ def main() -> None:
     ap.add_argument("--from-runs", nargs="*", default=None,
                     help="read these finished run directories (each holds summary.json) instead of running")
     ap.add_argument("--eval-batch-size", type=int, default=32)
+    ap.add_argument("--rescore-thinking", default=None,
+                    help='JSON evaluate settings to score thinking mode again with, before and after RL '
+                         '(e.g. \'{"reasoning_samples": 8}\'); the run\'s own thinking rows become "greedy"')
     args = ap.parse_args()
 
     from sidreasoner_core.config import load_mapping
 
+    rescore = json.loads(args.rescore_thinking) if args.rescore_thinking else None
     results: dict[str, list] = {}
     walls: dict[str, list] = {}
     if args.from_runs is not None:
@@ -182,7 +211,7 @@ def main() -> None:
             d = Path(d)
             cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
             ablation = cfg.get("align", {}).get("ablation", "S3")
-            results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size))
+            results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size, rescore))
     else:
         preset = load_mapping(args.preset)
         seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
@@ -193,7 +222,7 @@ def main() -> None:
                 run_dir = run_pipeline(Path(args.data), cfg, Path(args.runs_dir) / ablation / f"seed{seed}")
                 (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
                 wall = time.time() - t0
-                figs = run_figures(run_dir, args.eval_batch_size)
+                figs = run_figures(run_dir, args.eval_batch_size, rescore)
                 print(f"{ablation} seed {seed}: {wall / 60:.1f} min, {run_dir}")
                 print(json.dumps(figs))
                 results.setdefault(ablation, []).append(figs)

@@ -199,3 +199,46 @@ def test_reasoning_beams_rank_by_trace_plus_sid_log_probability(model_tok):
         assert [s for s, _ in ranked] == [s for s, _ in best]
         assert [x for _, x in ranked] == pytest.approx([x for _, x in best], abs=1e-4)
         assert top.text in [t.text for t in ts]
+
+
+def test_reasoning_samples_rank_by_mean_probability_over_sampled_traces(model_tok):
+    """K sampled traces, each followed by the SID search; every SID is scored by log of the mean
+    over the K traces of p(SID | trace) (0 outside a trace's beams), the same draws as sampling the
+    traces directly with the same seed."""
+    import math
+
+    model, tok = model_tok
+    trie = SIDTrie.build(CATALOGUE, tok)
+    prompts = [chat_prompt(tok, sid_history_prompt(h, thinking=True)) for h in (CATALOGUE[:2], CATALOGUE[3:6])]
+    torch.manual_seed(3)
+    sampled = generate_reasoning(model, tok, prompts, max_new_tokens=6, num_return_sequences=4, do_sample=True,
+                                 progress=False)
+    torch.manual_seed(3)
+    merged = think_then_rank(model, tok, prompts, trie, 4, max_new_tokens=6, progress=False, reasoning_samples=4)
+    for (top, ranked), ts in zip(merged, sampled):
+        per_trace = rank_sids(model, tok, [t.context for t in ts], trie, 4, progress=False)
+        mass: dict[str, float] = {}
+        for sids in per_trace:
+            for sid, score in sids:
+                mass[sid] = mass.get(sid, 0.0) + math.exp(score) / len(ts)
+        best = sorted(mass.items(), key=lambda kv: -kv[1])[:4]
+        assert [s for s, _ in ranked] == [s for s, _ in best]
+        assert [x for _, x in ranked] == pytest.approx([math.log(p) for _, p in best], abs=1e-4)
+        # the trace shown is the one that gives the top SID its highest probability
+        top_sid = ranked[0][0]
+        assert dict(per_trace[[t.text for t in ts].index(top.text)])[top_sid] == pytest.approx(
+            max(dict(r).get(top_sid, float("-inf")) for r in per_trace), abs=1e-4)
+    with pytest.raises(ValueError, match="exclusive"):
+        think_then_rank(model, tok, prompts, trie, 4, 2, max_new_tokens=6, progress=False, reasoning_samples=4)
+
+
+def test_reasoning_samples_and_beams_are_exclusive_in_configs():
+    from pydantic import ValidationError
+
+    from sidreasoner_core.evaluation.config import EvaluateConfig
+    from sidreasoner_core.serving.config import ServingConfig
+
+    assert EvaluateConfig(reasoning_samples=8).reasoning_samples == 8
+    for cls in (EvaluateConfig, ServingConfig):
+        with pytest.raises(ValidationError, match="exclusive"):
+            cls(reasoning_samples=8, reasoning_beams=2)

@@ -5,6 +5,7 @@ SID tokens inside the reasoning can be bounded (`max_sid_tokens`; 0 bans them): 
 otherwise falls into loops of SID tokens that fill the whole budget."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -116,32 +117,71 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
 
 def think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_beams: int, reasoning_beams: int = 1,
                     batch_size: int = 8, max_new_tokens: int = 64, thinking_batch_size: int = 8,
-                    max_sid_tokens: int | None = None, progress: bool = True, desc: str = "thinking"
+                    max_sid_tokens: int | None = None, progress: bool = True, desc: str = "thinking",
+                    reasoning_samples: int = 0, temperature: float = 1.0, top_p: float = 1.0
                     ) -> list[tuple[Reasoning, list[tuple[str, float]]]]:
     """Thinking mode: reasoning, then the constrained SID search after `</think>`.
 
-    With one reasoning beam this is the paper's greedy reasoning (§3.3.1). With B > 1 the B best
-    traces of a beam search are each followed by the SID search, and the catalogue is ranked by
-    the joint log-probability of trace + SID (best trace per SID): the top 10 no longer hangs on a
-    single guess of the user's next interest. The trace returned is the one behind the top SID."""
+    - One reasoning beam, no samples: the paper's greedy reasoning (§3.3.1).
+    - `reasoning_beams` B > 1: the B best traces of a beam search, each followed by the SID search;
+      the catalogue is ranked by the joint log-probability of trace + SID (best trace per SID).
+    - `reasoning_samples` K > 0: K traces sampled at `temperature`, each followed by the SID search;
+      the catalogue is ranked by log of the mean of p(SID | trace) over the K traces, a Monte Carlo
+      estimate of p(SID | history) with the reasoning as a latent variable. Greedy reasoning picks
+      the single likeliest guess of the next item's type and brand, which on a flat distribution is
+      the generic one; the samples spread the top 10 over the guesses the model actually holds.
+    The trace returned is the one behind the top SID."""
     from .constrained import rank_sids
 
+    if reasoning_samples > 0 and reasoning_beams > 1:
+        raise ValueError("reasoning_samples and reasoning_beams > 1 are exclusive: pick one")
+    per_prompt = reasoning_samples or reasoning_beams
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if reasoning_samples else \
+        dict(num_beams=reasoning_beams)
     traces = generate_reasoning(model, tokenizer, prompts, max_new_tokens, thinking_batch_size,
-                                num_return_sequences=reasoning_beams, num_beams=reasoning_beams, desc=desc,
-                                progress=progress, max_sid_tokens=max_sid_tokens)
+                                num_return_sequences=per_prompt, desc=desc, progress=progress,
+                                max_sid_tokens=max_sid_tokens, **sampling)
     flat = [t for ts in traces for t in ts]
     ranked = rank_sids(model, tokenizer, [t.context for t in flat], trie, num_beams, batch_size,
                        desc=f"{desc} SID", progress=progress)
+    merge = merge_mean_probability if reasoning_samples else merge_best_joint
     out, k = [], 0
     for ts in traces:
-        best: dict[str, tuple[float, int]] = {}
-        for j, trace in enumerate(ts):
-            for sid, score in ranked[k + j]:
-                total = trace.logprob + score
-                if sid not in best or total > best[sid][0]:
-                    best[sid] = (total, j)
+        merged = merge(ts, ranked[k:k + len(ts)], num_beams)
         k += len(ts)
-        merged = sorted(best.items(), key=lambda kv: -kv[1][0])[:num_beams]
-        top = ts[merged[0][1][1]] if merged else ts[0]
-        out.append((top, [(sid, total) for sid, (total, _) in merged]))
+        top = ts[merged[0][2]] if merged else ts[0]
+        out.append((top, [(sid, score) for sid, score, _ in merged]))
     return out
+
+
+def merge_best_joint(traces: Sequence[Reasoning], ranked: Sequence[Sequence[tuple[str, float]]], k: int
+                     ) -> list[tuple[str, float, int]]:
+    """(SID, best log p(trace) + log p(SID | trace), index of that trace), top `k`."""
+    best: dict[str, tuple[float, int]] = {}
+    for j, (trace, sids) in enumerate(zip(traces, ranked)):
+        for sid, score in sids:
+            total = trace.logprob + score
+            if sid not in best or total > best[sid][0]:
+                best[sid] = (total, j)
+    return sorted(((s, x, j) for s, (x, j) in best.items()), key=lambda r: -r[1])[:k]
+
+
+def merge_mean_probability(traces: Sequence[Reasoning], ranked: Sequence[Sequence[tuple[str, float]]], k: int
+                           ) -> list[tuple[str, float, int]]:
+    """(SID, log of the mean over the sampled traces of p(SID | trace), the trace giving it the most),
+    top `k`. A SID outside a trace's beams counts as probability 0 under that trace."""
+    scores: dict[str, list[float]] = {}
+    best: dict[str, int] = {}
+    for j, sids in enumerate(ranked):
+        for sid, score in sids:
+            scores.setdefault(sid, []).append(score)
+            if sid not in best or score > max(scores[sid][:-1]):
+                best[sid] = j
+    log_n = math.log(max(len(traces), 1))
+    merged = [(s, _logsumexp(xs) - log_n, best[s]) for s, xs in scores.items()]
+    return sorted(merged, key=lambda r: -r[1])[:k]
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))

@@ -24,9 +24,13 @@ class EvaluateConfig(StageConfig):
     reasoning_beams: int = Field(
         1, ge=1, description="thinking mode: 1 = greedy reasoning (the paper); B > 1 = the B best traces of a beam "
                              "search, each followed by the SID search, ranked by trace + SID log-probability")
+    reasoning_samples: int = Field(
+        0, ge=0, description="thinking mode: K > 0 samples K reasoning traces (at `temperature`), each followed by "
+                             "the SID search, and ranks the catalogue by the mean of p(SID | trace) over them "
+                             "(reasoning as a latent variable); 0 = greedy or beams. Exclusive with reasoning_beams > 1")
     best_of_n: int = Field(0, ge=0, description="sampled reasoning traces per sample for the best-of-N curve (0 = off)")
     best_of_n_samples: int = Field(32, ge=1, description="samples used for best-of-N")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of best-of-N traces")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of reasoning traces (best-of-N, reasoning_samples)")
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -39,6 +43,8 @@ class EvaluateConfig(StageConfig):
     def _check(self):
         if not self.ks or max(self.ks) > self.num_beams or min(self.ks) < 1:
             raise ValueError(f"ks {self.ks} must be >= 1 and <= num_beams ({self.num_beams})")
+        if self.reasoning_samples and self.reasoning_beams > 1:
+            raise ValueError("reasoning_samples and reasoning_beams > 1 are exclusive: set one of them")
         return self
 
 

@@ -4,6 +4,7 @@
 - direct: constrained beam search over SIDs right after the prompt;
 - thinking: greedy reasoning until `</think>` (closed by force at the budget), then the same search;
   with `reasoning_beams` > 1, the best traces of a beam search, ranked by trace + SID log-probability;
+  with `reasoning_samples` K > 0, K sampled traces, ranked by the mean of p(SID | trace);
 - best-of-N: N sampled reasoning traces per sample, each followed by the search.
 Modes run in this order so the sampled ones draw the same random numbers run after run.
 """
@@ -59,7 +60,9 @@ def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool 
         out.thinking = think_then_rank(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_think], True),
                                        m.trie, config.num_beams, config.reasoning_beams, config.batch_size,
                                        config.max_reasoning_tokens, config.thinking_batch_size,
-                                       config.max_reasoning_sid_tokens, progress)
+                                       config.max_reasoning_sid_tokens, progress,
+                                       reasoning_samples=config.reasoning_samples, temperature=config.temperature,
+                                       top_p=config.top_p)
     if config.best_of_n > 0:
         n_bon = min(config.best_of_n_samples, len(data.samples))
         traces = generate_reasoning(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_bon], True),

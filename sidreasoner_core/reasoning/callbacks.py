@@ -39,23 +39,23 @@ def curve_callback(curves: CurveLog):
 
 def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], trie,
                     max_reasoning_tokens: int, num_beams: int = 10, batch_size: int = 8,
-                    max_sid_tokens: int | None = None) -> dict[str, float]:
-    """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (greedy reasoning, then constrained
-    beam search over catalogue SIDs), plus mean reasoning tokens and the share closed by force."""
-    from ..decoding.constrained import rank_sids
+                    max_sid_tokens: int | None = None, reasoning_samples: int = 0) -> dict[str, float]:
+    """Recall/NDCG@{1,5,10} of the evaluation's thinking mode (`decoding.thinking.think_then_rank`:
+    greedy or sampled reasoning, then constrained beam search over catalogue SIDs), plus mean
+    reasoning tokens and the share closed by force."""
+    from ..decoding.thinking import think_then_rank
     from ..metrics import rank_metrics
-    from ..decoding.thinking import generate_reasoning
 
     was_training = model.training
     model.eval()
     try:
-        traces = [t[0] for t in generate_reasoning(model, tokenizer, prompts, max_reasoning_tokens, batch_size,
-                                                   progress=False, max_sid_tokens=max_sid_tokens)]
-        ranked = rank_sids(model, tokenizer, [t.context for t in traces], trie, num_beams=num_beams,
-                           batch_size=batch_size, progress=False)
+        pairs = think_then_rank(model, tokenizer, prompts, trie, num_beams, batch_size=batch_size,
+                                max_new_tokens=max_reasoning_tokens, thinking_batch_size=batch_size,
+                                max_sid_tokens=max_sid_tokens, progress=False, reasoning_samples=reasoning_samples)
     finally:
         model.train(was_training)
-    metrics = rank_metrics([[s for s, _ in r] for r in ranked], list(targets), ks=(1, 5, 10))
+    traces = [t for t, _ in pairs]
+    metrics = rank_metrics([[s for s, _ in r] for _, r in pairs], list(targets), ks=(1, 5, 10))
     out = {k: v for k, v in metrics.items() if k.startswith(("recall@", "ndcg@"))}
     out["reasoning_tokens"] = sum(t.tokens for t in traces) / max(len(traces), 1)
     out["reasoning_forced_close"] = sum(t.forced for t in traces) / max(len(traces), 1)
@@ -86,7 +86,8 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
                 self.prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                                 for r in rows]
             m = thinking_recall(model, tokenizer, self.prompts, [r["target_sid"] for r in rows], self.trie,
-                                max_reasoning_tokens, cfg.eval_beams, max_sid_tokens=cfg.eval_max_reasoning_sid_tokens)
+                                max_reasoning_tokens, cfg.eval_beams, max_sid_tokens=cfg.eval_max_reasoning_sid_tokens,
+                                reasoning_samples=cfg.eval_reasoning_samples)
             self.done.add(state.global_step)
             self.last = {f"eval/{k}": v for k, v in m.items()}
             curves.write(state.global_step, self.last)

@@ -105,6 +105,9 @@ class GRPOStageConfig(StageConfig):
     eval_beams: int = Field(10, ge=1, description="constrained beams over the SID at eval (top-10)")
     eval_max_reasoning_sid_tokens: int | None = Field(
         30, ge=0, description="SID tokens allowed inside the reasoning at eval (as evaluate.max_reasoning_sid_tokens)")
+    eval_reasoning_samples: int = Field(
+        0, ge=0, description="sampled traces per validation prompt, p(SID | trace) averaged (as "
+                             "evaluate.reasoning_samples; 0 = greedy reasoning)")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)

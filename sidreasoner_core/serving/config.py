@@ -20,6 +20,9 @@ class ServingConfig(StageConfig):
     max_reasoning_sid_tokens: int | None = Field(30, ge=0, description="thinking mode: SID tokens allowed inside "
                                                  "the reasoning (as evaluation's; None = unbounded)")
     reasoning_beams: int = Field(1, ge=1, description="thinking mode: reasoning beams (as evaluation's; 1 = greedy)")
+    reasoning_samples: int = Field(0, ge=0, description="thinking mode: sampled reasoning traces whose p(SID | trace) "
+                                   "are averaged (as evaluation's; 0 = greedy or beams)")
+    temperature: float = Field(1.0, gt=0, description="thinking mode: sampling temperature of reasoning_samples")
     default_mode: Literal["direct", "thinking"] = "direct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_threads: int = Field(0, ge=0, description="torch CPU threads when loaded (0 = torch default)")
@@ -28,4 +31,6 @@ class ServingConfig(StageConfig):
     def _check(self):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k {self.default_k} must be <= max_k ({self.max_k})")
+        if self.reasoning_samples and self.reasoning_beams > 1:
+            raise ValueError("reasoning_samples and reasoning_beams > 1 are exclusive: set one of them")
         return self

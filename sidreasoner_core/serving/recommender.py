@@ -129,7 +129,8 @@ class Recommender:
         if thinking:
             pairs = think_then_rank(self.model, tok, prompts, self.trie, num_beams, cfg.reasoning_beams,
                                     cfg.batch_size, cfg.max_reasoning_tokens, cfg.batch_size,
-                                    cfg.max_reasoning_sid_tokens, progress, desc="reasoning")
+                                    cfg.max_reasoning_sid_tokens, progress, desc="reasoning",
+                                    reasoning_samples=cfg.reasoning_samples, temperature=cfg.temperature)
             return [r for _, r in pairs], [t.text for t, _ in pairs]
         ranked = rank_sids(self.model, tok, prompts, self.trie, num_beams, cfg.batch_size,
                            desc="recommend", progress=progress)
