@@ -1,14 +1,15 @@
 """GRPO at a scale that can move the model (issue 16): rollouts/s and step time of the pipeline's
-GRPO (TRL `GRPOTrainer`, transformers generation with the catalogue constraint) when a step holds
-8 prompts (the presets' old setting) and 64 prompts (the new), both x 8 rollouts, in one run on the
-same model and prompts. TRL generates a whole step's rollouts in one `generate` call, so a larger
-step is one batched KV-cache sampling of 512 rollouts instead of 64; the bench also projects the
-time of one epoch of the train prompts (10,393 on Industrial) at 8 rollouts each.
+GRPO (TRL `GRPOTrainer`, transformers generation with the catalogue constraint) for each step size
+(prompts per step x 8 rollouts) and each way of scoring the log-probs, in one run on the same model
+and prompts. Scoring: "all" is TRL as shipped on CPU (its fused LM head scores every position,
+prompt and padding too), "completion" the pipeline's (`grpo.completion_only_logprobs`: only the
+completion tokens). The first configuration is the baseline of the speed-ups. The bench also
+projects the time of one epoch of the train prompts (10,393 on Industrial) at 8 rollouts each.
 
 The model is a trained one when given (`--model`, `--sids`, `--dataset` of a run: real prompts and reasoning lengths),
 else `small-qwen3` with SID tokens. Ends with one JSON line.
 
-    .venv/bin/python bench/grpo_scale.py [--model DIR] [--steps 2] [--sizes 8,64]
+    .venv/bin/python bench/grpo_scale.py [--model DIR] [--steps 2] [--sizes 64] [--scoring all,completion]
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ TRAIN_PROMPTS = 10_393  # Industrial_and_Scientific train samples
 
 
 def measure(model_dir: Path, rows: list[dict], catalogue, work: Path, prompts_per_step: int, steps: int,
-            generations: int, max_completion: int) -> dict:
+            generations: int, max_completion: int, scoring: str) -> dict:
+    import contextlib
+
     from sidreasoner_core.reasoning.config import GRPOStageConfig
-    from sidreasoner_core.reasoning.grpo import make_trainer
+    from sidreasoner_core.reasoning.grpo import completion_only_logprobs, make_trainer
 
     cfg = GRPOStageConfig(num_generations=generations, prompts_per_step=prompts_per_step,
                           per_device_train_batch_size=min(128, prompts_per_step * generations), max_steps=steps,
                           max_completion_length=max_completion, constrained_sid=True, learning_rate=2e-5,
                           save_steps=10_000, eval_samples=0)
-    trainer = make_trainer(cfg, model_dir, rows, catalogue, work / f"p{prompts_per_step}")
+    trainer = make_trainer(cfg, model_dir, rows, catalogue, work / f"p{prompts_per_step}-{scoring}")
     spent = {"generate_s": 0.0, "rollouts": 0}
     inner = trainer._generate_single_turn
 
@@ -45,10 +48,11 @@ def measure(model_dir: Path, rows: list[dict], catalogue, work: Path, prompts_pe
 
     trainer._generate_single_turn = timed
     started = time.perf_counter()
-    trainer.train()
+    with completion_only_logprobs() if scoring == "completion" else contextlib.nullcontext():
+        trainer.train()
     wall = time.perf_counter() - started
     step_s = wall / steps
-    return {"prompts_per_step": prompts_per_step, "rollouts": spent["rollouts"],
+    return {"config": f"p{prompts_per_step}_{scoring}", "prompts_per_step": prompts_per_step, "rollouts": spent["rollouts"],
             "rollouts_per_s_generation": round(spent["rollouts"] / spent["generate_s"], 1),
             "rollouts_per_s_step": round(spent["rollouts"] / wall, 1), "step_s": round(step_s, 2),
             "generation_share": round(spent["generate_s"] / wall, 3),
@@ -61,7 +65,9 @@ def main() -> None:
     ap.add_argument("--sids", default=None, help="with --model: the run's sids artifact")
     ap.add_argument("--dataset", default=None, help="with --model: the run's dataset artifact (train prompts)")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--sizes", default="8,64", help="prompts per step to compare (the first is the baseline)")
+    ap.add_argument("--sizes", default="64", help="prompts per step to compare")
+    ap.add_argument("--scoring", default="all,completion",
+                    help="log-prob scoring to compare: all (TRL on CPU as shipped), completion (the pipeline's)")
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--max-completion", type=int, default=48)
     ap.add_argument("--work", default=str(REPO / "bench_runs" / "grpo_scale"))
@@ -97,14 +103,17 @@ def main() -> None:
         model_dir = model_with_sid_tokens(work / "model", "small-qwen3")
     results = []
     for size in sizes:
-        res = measure(model_dir, rows, catalogue, work, size, args.steps, args.generations, args.max_completion)
-        print(f"{size:3} prompts x {args.generations} per step: {res['rollouts_per_s_generation']} rollouts/s in "
-              f"generation, {res['step_s']} s per step ({res['generation_share']:.0%} generating); one epoch of "
-              f"{TRAIN_PROMPTS} prompts: {res['epoch_min_at_8_rollouts']} min", flush=True)
-        results.append(res)
+        for scoring in args.scoring.split(","):
+            res = measure(model_dir, rows, catalogue, work, size, args.steps, args.generations, args.max_completion,
+                          scoring)
+            print(f"{size:3} prompts x {args.generations} per step, scoring {scoring}: "
+                  f"{res['rollouts_per_s_generation']} rollouts/s in generation, {res['step_s']} s per step "
+                  f"({res['generation_share']:.0%} generating); one epoch of {TRAIN_PROMPTS} prompts: "
+                  f"{res['epoch_min_at_8_rollouts']} min", flush=True)
+            results.append(res)
     base = results[0]
-    figures = {f"p{r['prompts_per_step']}_{k}": v for r in results for k, v in r.items() if k != "prompts_per_step"}
-    figures.update({f"speedup_p{r['prompts_per_step']}_rollouts_per_s": round(
+    figures = {f"{r['config']}_{k}": v for r in results for k, v in r.items() if k not in ("config", "prompts_per_step")}
+    figures.update({f"speedup_{r['config']}_vs_{base['config']}": round(
         r["rollouts_per_s_step"] / base["rollouts_per_s_step"], 2) for r in results[1:]})
     figures.update(model=str(args.model or "small-qwen3"), steps=args.steps, generations=args.generations,
                    max_completion=args.max_completion)

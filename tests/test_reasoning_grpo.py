@@ -249,3 +249,88 @@ def test_constraint_after_a_multi_token_close(planted):
     assert "<a_1>" in after_close and "<a_0>" not in after_close and "<b_2>" not in after_close
     assert allowed(prompt + close + [vocab["<a_1>"]]) == {"<b_0>", "<b_2>"}
     assert allowed(prompt + close + [vocab["<a_1>"], vocab["<b_2>"], vocab["<c_3>"]]) == {tok.eos_token}
+
+
+def test_batched_rollout_constraint_equals_the_row_by_row_rule(planted):
+    """The processor masks all rows of a rollout step at once; on a batch holding every phase (still
+    reasoning, just closed, separators, inside the SID, SID complete, a two-token close) it gives,
+    row by row, what the rule says: free before the close, separator or first SID token after it,
+    then the trie from where the SID started, then end of turn."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sidreasoner_core.decoding.constrained import SIDTrie, TrieLogitsProcessor
+    from sidreasoner_core.decoding.thinking_constraint import ThinkingSIDLogitsProcessor, whitespace_token_ids
+
+    tok = AutoTokenizer.from_pretrained(planted["model"])
+    cat = Catalogue({"x": "<a_1><b_2><c_3>", "y": "<a_1><b_0><c_3>", "z": "<a_2><b_2><c_1>"})
+    trie = SIDTrie.build(list(cat.item_by_sid), tok)
+    vocab = tok.get_vocab()
+    space = whitespace_token_ids(tok)
+    for close in ([vocab["</think>"]] if "</think>" in vocab else [],
+                  tok("ab", add_special_tokens=False)["input_ids"][:1] + tok("cd", add_special_tokens=False)["input_ids"][:1]):
+        if not close:
+            continue
+        proc = ThinkingSIDLogitsProcessor(trie, close, tok.eos_token_id, space)
+        word = tok("Which item", add_special_tokens=False)["input_ids"]
+        sid = [vocab["<a_1>"], vocab["<b_2>"], vocab["<c_3>"]]
+        tails = [[], close, close + [space[0]], close + [space[0], space[0]], close + sid[:1],
+                 close + [space[0]] + sid[:2], close + sid, close + [space[0], space[0]] + sid[:1], word[:1]]
+        width = max(map(len, tails)) + len(word) + 1
+        rows = [[tok.pad_token_id or 0] * (width - len(word) - len(t)) + word + t for t in tails]
+        torch.manual_seed(0)
+        scores = torch.randn(len(rows), len(tok))
+        got = proc(torch.tensor(rows), scores.clone())
+
+        def expected(row, s):  # the rule, one row at a time
+            r = torch.tensor(row)
+            ends = [i + len(close) for i in range(len(row) - len(close) + 1) if row[i:i + len(close)] == close]
+            if not ends:
+                return s
+            after = ends[-1]
+            n = 0
+            while after + n < len(row) and row[after + n] in space:
+                n += 1
+            if after + n == len(row):
+                allowed = trie.tokens[0].tolist() + (space if n < 2 else [])
+                out = torch.full_like(s, float("-inf"))
+                out[allowed] = s[allowed]
+                return out
+            return TrieLogitsProcessor(trie, after + n, tok.eos_token_id)(r[None], s[None])[0]
+
+        for i, row in enumerate(rows):
+            assert torch.equal(got[i], expected(row, scores[i])), f"row {i}: tail {tails[i]}"
+
+
+def test_completion_only_logprobs_give_the_same_log_probs_and_gradients(planted):
+    """On CPU TRL's fused LM head scores every position (prompt and padding too); inside
+    `completion_only_logprobs` it scores the labelled ones only, with the same log-probs and gradients."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils as trl_utils
+
+    model = AutoModelForCausalLM.from_pretrained(planted["model"])
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    torch.manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0                      # left padding
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :7] = -100                 # only the last 5 tokens are the completion
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), out.entropy.detach(), model.get_output_embeddings().weight.grad.clone()
+
+    assert not trl_utils._use_triton(torch.device("cpu"))
+    every = run()
+    with grpo.completion_only_logprobs():
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact = run()
+    assert not trl_utils._use_triton(torch.device("cpu"))   # restored
+    scored = labels[:, 1:] != -100
+    assert torch.allclose(every[0][scored], compact[0][scored], atol=1e-5)
+    assert torch.allclose(every[1][scored], compact[1][scored], atol=1e-5)
+    assert torch.allclose(every[2], compact[2], atol=1e-5)

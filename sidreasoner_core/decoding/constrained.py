@@ -128,17 +128,22 @@ class TrieLogitsProcessor:
         self.trie, self.start, self.eos = trie, start, eos_token_id
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        gen = input_ids[:, self.start:]
-        step = gen.size(1)
-        out = torch.full_like(scores, NEG_INF)
-        if step >= self.trie.levels:
-            out[:, self.eos] = scores[:, self.eos]
-            return out
-        nodes = self.trie.prefix_nodes(gen)
-        cols = self.trie.tokens[step]
-        valid = (nodes[:, None] >= 0) & (self.trie.children[step][nodes.clamp(min=0)] >= 0)
-        out[:, cols] = torch.where(valid, scores[:, cols], torch.full_like(scores[:, cols], NEG_INF))
+        return trie_step_scores(self.trie, input_ids[:, self.start:], scores, self.eos)
+
+
+def trie_step_scores(trie: SIDTrie, gen: torch.Tensor, scores: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """`scores` with every token masked but the trie's children of each row's generated SID prefix
+    `gen` (N, step) (EOS after a full SID)."""
+    step = gen.size(1)
+    out = torch.full_like(scores, NEG_INF)
+    if step >= trie.levels:
+        out[:, eos_token_id] = scores[:, eos_token_id]
         return out
+    nodes = trie.prefix_nodes(gen)
+    cols = trie.tokens[step]
+    valid = (nodes[:, None] >= 0) & (trie.children[step][nodes.clamp(min=0)] >= 0)
+    out[:, cols] = torch.where(valid, scores[:, cols], torch.full_like(scores[:, cols], NEG_INF))
+    return out
 
 
 @torch.no_grad()

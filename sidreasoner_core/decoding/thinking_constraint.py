@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..prompts import THINK_CLOSE
+from .constrained import trie_step_scores
 
 MAX_SEPARATOR_TOKENS = 2  # "\n\n" between </think> and the SID: at most this many whitespace tokens
 
@@ -22,14 +23,15 @@ def close_token_ids(tokenizer) -> list[int]:
     return list(tokenizer(THINK_CLOSE, add_special_tokens=False)["input_ids"])
 
 
-def _last_match_end(row: torch.Tensor, pattern: torch.Tensor) -> int | None:
-    """Index just after the last occurrence of `pattern` in `row`, or None."""
+def close_ends(input_ids: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """Per row, the index just after the last occurrence of `pattern` (-1 where it does not occur)."""
     n = pattern.numel()
-    if row.numel() < n:
-        return None
-    windows = row.unfold(0, n, 1)
-    hits = torch.nonzero((windows == pattern).all(dim=1)).flatten()
-    return int(hits.max()) + n if hits.numel() else None
+    if input_ids.size(1) < n:
+        return torch.full((input_ids.size(0),), -1, dtype=torch.long, device=input_ids.device)
+    hits = (input_ids.unfold(1, n, 1) == pattern).all(dim=-1)          # (rows, windows)
+    idx = torch.arange(hits.size(1), device=input_ids.device)
+    last = torch.where(hits, idx, torch.full_like(idx, -1)).max(dim=1).values
+    return torch.where(last >= 0, last + n, last)
 
 
 def whitespace_token_ids(tokenizer) -> list[int]:
@@ -46,38 +48,44 @@ class ThinkingSIDLogitsProcessor:
     """HF logits processor: unconstrained until `</think>`, then whitespace, then one catalogue SID, then EOS."""
 
     def __init__(self, trie, close_ids: list[int], eos_token_id: int, whitespace_ids: list[int]):
-        from .constrained import TrieLogitsProcessor
-
         self.trie, self.eos = trie, eos_token_id
         self.close = torch.tensor(close_ids, dtype=torch.long)
         self.space = torch.tensor(whitespace_ids, dtype=torch.long)
-        self._processor = TrieLogitsProcessor  # the trie's per-start processor
-        self._level0 = trie.tokens[0]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.trie.tokens[0].device != scores.device:
             self.trie = self.trie.to(scores.device)
-            self.space, self._level0 = self.space.to(scores.device), self.trie.tokens[0]
-            self.close = self.close.to(scores.device)
+            self.space, self.close = self.space.to(scores.device), self.close.to(scores.device)
         if not (input_ids == self.close[-1]).any():  # cheap pre-check: no row has closed its reasoning
             return scores
+        # Batched over rows (a rollout step holds hundreds): where each row closed its reasoning, how many
+        # separator tokens follow, and how many SID tokens it has written since.
+        length = input_ids.size(1)
+        after = close_ends(input_ids, self.close)
+        closed = after >= 0
+        is_space = torch.isin(input_ids, self.space)
+        n_space = torch.zeros_like(after)
+        leading = closed.clone()
+        for j in range(MAX_SEPARATOR_TOKENS + 1):   # the constraint never lets a row write more separators
+            pos = after + j
+            inside = pos < length
+            leading &= inside & is_space.gather(1, pos.clamp(0, length - 1)[:, None])[:, 0]
+            n_space += leading.long()
+        written = torch.where(closed, length - after - n_space, torch.full_like(after, -1))
         out = scores.clone()
-        for row in range(input_ids.size(0)):
-            after = _last_match_end(input_ids[row], self.close)
-            if after is None:
-                continue
-            tail = input_ids[row, after:]
-            n_space = 0
-            while n_space < tail.numel() and bool(torch.isin(tail[n_space], self.space)):
-                n_space += 1
-            if n_space == tail.numel():  # SID not started: a separator token or the first SID token
-                allowed = self._level0 if n_space >= MAX_SEPARATOR_TOKENS else torch.cat([self.space, self._level0])
-                masked = torch.full_like(scores[row], float("-inf"))
-                masked[allowed] = scores[row, allowed]
-                out[row] = masked
-            else:
-                proc = self._processor(self.trie, after + n_space, self.eos)
-                out[row] = proc(input_ids[row:row + 1], scores[row:row + 1])[0]
+        level0 = self.trie.tokens[0]
+        not_started = (written == 0).nonzero().flatten()
+        if len(not_started):  # a separator token or the first SID token
+            masked = torch.full_like(scores[not_started], float("-inf"))
+            for allowed, rows in ((level0, n_space[not_started] >= MAX_SEPARATOR_TOKENS),
+                                  (torch.cat([self.space, level0]), n_space[not_started] < MAX_SEPARATOR_TOKENS)):
+                sel = rows.nonzero().flatten()
+                masked[sel[:, None], allowed[None, :]] = scores[not_started[sel]][:, allowed]
+            out[not_started] = masked
+        for step in written[written > 0].unique().tolist():   # rows inside their SID, by SID tokens written
+            rows = (written == step).nonzero().flatten()
+            gen = input_ids[rows, length - step:]
+            out[rows] = trie_step_scores(self.trie, gen, scores[rows], self.eos)
         return out
 
 

@@ -105,6 +105,29 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
     )
 
 
+@contextlib.contextmanager
+def completion_only_logprobs():
+    """Score only the completion tokens in TRL's fused LM head on CPU, for the block's duration.
+
+    TRL's fused head (`trl.trainer.utils.add_fused_lm_head`) scores only the labelled positions where
+    Triton runs, and every position elsewhere, so that compiled backends see fixed tile shapes. Eager
+    CPU has no such need, and here the prompt is about 70% of every rollout row: the full-vocabulary
+    log-softmax over prompt and padding positions is work whose result is masked away. The log-probs
+    are the same (tests/test_reasoning_grpo.py); the speed-up is measured in bench/grpo_scale.py."""
+    try:
+        from trl.trainer import utils as trl_utils
+        original = trl_utils._use_triton
+    except (ImportError, AttributeError):  # another TRL: keep its own behaviour
+        log.warning("grpo: TRL's fused LM head has no _use_triton switch; scoring every position")
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue):
     """The transformers-path rollout constraint (the catalogue trie's processor, started after `</think>`)."""
     from ..decoding.thinking_constraint import thinking_sid_logits_processor
@@ -183,7 +206,8 @@ def train(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalog
     resume = last_complete_checkpoint(output_dir) if cfg.resume else None
     if resume:
         log.info("grpo: resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with completion_only_logprobs():
+        result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(final_dir))  # gathers ZeRO-3 shards; writes on the main process
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(final_dir))
