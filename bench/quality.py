@@ -79,38 +79,34 @@ def aligned_direct(run_dir: Path, batch_size: int) -> dict:
     return json.loads(cached.read_text())["direct"]
 
 
-def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
-    """Thinking mode and best-of-N (N = 1..16) of the cold-started model, before RL (paper Table 3,
-    Figure 4), with the run's own evaluate settings; cached beside the run."""
-    cached = run_dir / "coldstart_eval" / "metrics.json"
-    if not cached.is_file():
-        from sidreasoner_core.artifacts import open_artifact
-        from sidreasoner_core.evaluation.config import EvaluateConfig
-        from sidreasoner_core.evaluation.stage import run as evaluate
-
-        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
-        config = EvaluateConfig.model_validate({**cfg, "direct": False, "batch_size": batch_size, "best_of_n": 16})
-        evaluate(config, open_artifact(find(run_dir, "dataset")), open_artifact(find(run_dir, "sids")),
-                 str(find(run_dir, "coldstart-op/model")), None, run_dir / "coldstart_eval")
-    return json.loads(cached.read_text())
-
-
-def rescored_thinking(run_dir: Path, model: str, override: dict, batch_size: int) -> dict:
-    """Thinking mode of the run's `model` ("grpo-op/model" or "coldstart-op/model") under the run's
-    evaluate settings with `override` applied (e.g. {"reasoning_samples": 8}); cached beside the run."""
-    tag = "-".join(f"{k}={v}" for k, v in sorted(override.items()))
-    out = run_dir / f"rescore_{model.split('-')[0]}_{tag}"
+def evaluate_again(run_dir: Path, model: str, override: dict, out: Path) -> dict:
+    """Metrics of the run's `model` ("coldstart-op/model", "grpo-op/model") under the run's own evaluate
+    settings with `override` applied, written to `out` once and read from there after."""
     if not (out / "metrics.json").is_file():
         from sidreasoner_core.artifacts import open_artifact
         from sidreasoner_core.evaluation.config import EvaluateConfig
         from sidreasoner_core.evaluation.stage import run as evaluate
 
-        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]
-        config = EvaluateConfig.model_validate({**cfg, "direct": False, "batch_size": batch_size, "best_of_n": 0,
-                                                **override})
-        evaluate(config, open_artifact(find(run_dir, "dataset")), open_artifact(find(run_dir, "sids")),
-                 str(find(run_dir, model)), None, out)
-    return json.loads((out / "metrics.json").read_text())["thinking"]
+        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
+        evaluate(EvaluateConfig.model_validate({**cfg, **override}), open_artifact(find(run_dir, "dataset")),
+                 open_artifact(find(run_dir, "sids")), str(find(run_dir, model)), None, out)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
+    """Thinking mode and best-of-N (N = 1..16) of the cold-started model, before RL (paper Table 3,
+    Figure 4), with the run's own evaluate settings; cached beside the run."""
+    return evaluate_again(run_dir, "coldstart-op/model", {"direct": False, "batch_size": batch_size, "best_of_n": 16},
+                          run_dir / "coldstart_eval")
+
+
+def rescored_thinking(run_dir: Path, model: str, override: dict, batch_size: int) -> dict:
+    """Thinking mode of the run's `model` under the run's evaluate settings with `override` applied
+    (e.g. {"reasoning_samples": 8}); cached beside the run."""
+    tag = "-".join(f"{k}={v}" for k, v in sorted(override.items()))
+    out = run_dir / f"rescore_{model.split('-')[0]}_{tag}"
+    return evaluate_again(run_dir, model, {"direct": False, "batch_size": batch_size, "best_of_n": 0, **override},
+                          out)["thinking"]
 
 
 def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None) -> dict[str, dict]:

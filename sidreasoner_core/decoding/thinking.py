@@ -171,14 +171,14 @@ def merge_mean_probability(traces: Sequence[Reasoning], ranked: Sequence[Sequenc
     """(SID, log of the mean over the sampled traces of p(SID | trace), the trace giving it the most),
     top `k`. A SID outside a trace's beams counts as probability 0 under that trace."""
     scores: dict[str, list[float]] = {}
-    best: dict[str, int] = {}
+    best: dict[str, tuple[float, int]] = {}
     for j, sids in enumerate(ranked):
         for sid, score in sids:
             scores.setdefault(sid, []).append(score)
-            if sid not in best or score > max(scores[sid][:-1]):
-                best[sid] = j
+            if sid not in best or score > best[sid][0]:
+                best[sid] = (score, j)
     log_n = math.log(max(len(traces), 1))
-    merged = [(s, _logsumexp(xs) - log_n, best[s]) for s, xs in scores.items()]
+    merged = [(s, _logsumexp(xs) - log_n, best[s][1]) for s, xs in scores.items()]
     return sorted(merged, key=lambda r: -r[1])[:k]
 
 
