@@ -12,10 +12,13 @@ R@10(model)/R@10(SASRec) per seed. Ends with ONE line that is a JSON object of t
 
     .venv/bin/python bench/quality.py [--seeds 3] [--ablations S3] [--preset quality]
     .venv/bin/python bench/quality.py --from-runs bench_runs/quality/S3/seed0/2026...  # read finished runs
+    .venv/bin/python bench/quality.py --from-runs ... --grpo-again quality  # their cold-started models
+        # trained again by the quality preset's GRPO (run's seed), then scored as the runs were
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -79,9 +82,9 @@ def aligned_direct(run_dir: Path, batch_size: int) -> dict:
     return json.loads(cached.read_text())["direct"]
 
 
-def evaluate_again(run_dir: Path, model: str, override: dict, out: Path) -> dict:
-    """Metrics of the run's `model` ("coldstart-op/model", "grpo-op/model") under the run's own evaluate
-    settings with `override` applied, written to `out` once and read from there after."""
+def evaluate_again(run_dir: Path, model: str | Path, override: dict, out: Path) -> dict:
+    """Metrics of `model` (the run's "coldstart-op/model", "grpo-op/model", or a model directory) under
+    the run's own evaluate settings with `override` applied, written to `out` once and read from there after."""
     if not (out / "metrics.json").is_file():
         from sidreasoner_core.artifacts import open_artifact
         from sidreasoner_core.evaluation.config import EvaluateConfig
@@ -89,7 +92,8 @@ def evaluate_again(run_dir: Path, model: str, override: dict, out: Path) -> dict
 
         cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
         evaluate(EvaluateConfig.model_validate({**cfg, **override}), open_artifact(find(run_dir, "dataset")),
-                 open_artifact(find(run_dir, "sids")), str(find(run_dir, model)), None, out)
+                 open_artifact(find(run_dir, "sids")), str(model if isinstance(model, Path) else find(run_dir, model)),
+                 None, out)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -109,10 +113,55 @@ def rescored_thinking(run_dir: Path, model: str, override: dict, batch_size: int
                           out)["thinking"]
 
 
-def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None) -> dict[str, dict]:
+def grpo_again(run_dir: Path, grpo: dict, batch_size: int) -> Path:
+    """The evaluation directory of the run's cold-started model trained again by GRPO with the `grpo` settings (and the
+    run's seed), scored with the run's own evaluate settings; model and metrics cached beside the run,
+    so a killed GRPO resumes from its last checkpoint."""
+    from sidreasoner_core.reasoning.stage import grpo_step
+
+    grpo = {**grpo, "seed": json.loads((find(run_dir, "grpo-op/model") / "manifest.json").read_text())["config"]["seed"]}
+    out = run_dir / f"grpo_again_{hashlib.sha256(json.dumps(grpo, sort_keys=True).encode()).hexdigest()[:8]}"
+    if not (out / "model" / "manifest.json").is_file():
+        out.mkdir(exist_ok=True)
+        (out / "grpo.json").write_text(json.dumps(grpo, indent=2))
+        grpo_step(json.dumps({"grpo": grpo}), str(find(run_dir, "coldstart-op/model")), str(find(run_dir, "dataset")),
+                  str(find(run_dir, "sids")), str(out / "model"))
+    evaluate_again(run_dir, out / "model", {"batch_size": batch_size}, out / "eval")
+    return out / "eval"
+
+
+def guess_spread(predictions: Path) -> dict:
+    """How spread thinking mode's guesses are: greedy reasoning can collapse onto one closing sentence
+    (the expected next item, e.g. "Next: a product by Plymor.") for most users. The share of traces
+    ending in the commonest closing sentence, how many distinct ones there are, and R@10 of thinking
+    and direct mode on the samples whose trace ends in it."""
+    import pandas as pd
+
+    from sidreasoner_core.enrich.validate import SENTENCE_SPLIT
+
+    p = pd.read_parquet(predictions, columns=["mode", "sample", "rank", "reasoning"])
+    think, direct = p[p["mode"] == "thinking"], p[p["mode"] == "direct"].set_index("sample")["rank"]
+    last = think["reasoning"].fillna("").map(lambda t: (SENTENCE_SPLIT.split(t.strip()) or [""])[-1])
+    top = last.value_counts()
+    out = {"top_guess_share": float(top.iloc[0] / len(last)), "distinct_guesses": float(len(top))}
+    at_top = think[last == top.index[0]]
+    hit = lambda ranks: float(((ranks >= 0) & (ranks < 10)).mean())  # rank is 0-based, -1 = not in the list
+    out["recall@10 thinking, top guess"] = hit(at_top["rank"])
+    if len(direct):
+        out["recall@10 direct, top guess"] = hit(direct.reindex(at_top["sample"]))
+    return out
+
+
+def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None, grpo: dict | None = None) -> dict[str, dict]:
     """The run's figures; with `rescore`, thinking mode (after RL and cold-start only) is scored again
-    with those evaluate settings and the run's own thinking rows become "(greedy thinking)"."""
-    m = json.loads((find(run_dir, "evaluation") / "metrics.json").read_text())
+    with those evaluate settings and the run's own thinking rows become "(greedy thinking)"; with `grpo`,
+    the model after RL is the run's cold-started model trained again with those GRPO settings."""
+    evaluation = find(run_dir, "evaluation")
+    m = json.loads((evaluation / "metrics.json").read_text())
+    if grpo:
+        evaluation = grpo_again(run_dir, grpo, batch_size)
+        m = {**m, **{k: v for k, v in json.loads((evaluation / "metrics.json").read_text()).items()
+                     if k not in ("sasrec", "popularity")}}
     cs = coldstart_thinking(run_dir, batch_size)
     thinking, cs_thinking = m.get("thinking"), cs.get("thinking")
     out = {"model (direct)": m.get("direct"), "model (thinking)": thinking,
@@ -129,6 +178,9 @@ def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None) -> 
             figs[name]["self_closed"] = 1 - v.get("forced_close_rate", 1.0)
     figs["best-of-N before RL"] = {f"n{i + 1}": x for i, x in enumerate(cs.get("best_of_n_curve", []))}
     figs["best-of-N after RL"] = {f"n{i + 1}": x for i, x in enumerate(m.get("best_of_n_curve", []))}
+    if not rescore:  # the greedy traces' spread (the rescored ones are sampled)
+        figs["guesses before RL"] = guess_spread(run_dir / "coldstart_eval" / "predictions.parquet")
+        figs["guesses after RL"] = guess_spread(evaluation / "predictions.parquet")
     return {k: v for k, v in figs.items() if v}
 
 
@@ -175,6 +227,8 @@ def print_summary(title: str, s: dict) -> None:
     for name, figs in s["table"].items():
         if name.startswith("best-of-N"):
             print(f"{name}, R@10 for N = 1..{len(figs)}: " + " ".join(f"{m:.3f}" for m, _ in figs.values()))
+        if name.startswith("guesses"):
+            print(f"thinking, {name}: " + ", ".join(f"{k} {m:.3f} ± {h:.3f}" for k, (m, h) in figs.items()))
     for name, r in s["ratio_r10_vs_sasrec"].items():
         m, h = r["mean_ci"]
         label = name if "/" in name else f"R@10({name}) / R@10(SASRec)"
@@ -195,11 +249,17 @@ def main() -> None:
     ap.add_argument("--rescore-thinking", default=None,
                     help='JSON evaluate settings to score thinking mode again with, before and after RL '
                          '(e.g. \'{"reasoning_samples": 8}\'); the run\'s own thinking rows become "greedy"')
+    ap.add_argument("--grpo-again", default=None,
+                    help="preset or config file whose `grpo` section trains each run's cold-started model again "
+                         "(the run's seed); that model replaces the run's own after RL")
     args = ap.parse_args()
 
     from sidreasoner_core.config import load_mapping
 
     rescore = json.loads(args.rescore_thinking) if args.rescore_thinking else None
+    grpo = load_mapping(args.grpo_again).get("grpo", {}) if args.grpo_again else None
+    if rescore and grpo:
+        raise SystemExit("--rescore-thinking and --grpo-again: choose one (the rescore reads the run's own GRPO model)")
     results: dict[str, list] = {}
     walls: dict[str, list] = {}
     if args.from_runs is not None:
@@ -207,7 +267,7 @@ def main() -> None:
             d = Path(d)
             cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
             ablation = cfg.get("align", {}).get("ablation", "S3")
-            results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size, rescore))
+            results.setdefault(ablation, []).append(run_figures(d, args.eval_batch_size, rescore, grpo))
     else:
         preset = load_mapping(args.preset)
         seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
@@ -218,7 +278,7 @@ def main() -> None:
                 run_dir = run_pipeline(Path(args.data), cfg, Path(args.runs_dir) / ablation / f"seed{seed}")
                 (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
                 wall = time.time() - t0
-                figs = run_figures(run_dir, args.eval_batch_size, rescore)
+                figs = run_figures(run_dir, args.eval_batch_size, rescore, grpo)
                 print(f"{ablation} seed {seed}: {wall / 60:.1f} min, {run_dir}")
                 print(json.dumps(figs))
                 results.setdefault(ablation, []).append(figs)

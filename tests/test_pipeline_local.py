@@ -129,6 +129,8 @@ def test_quality_bench_reads_a_finished_run(local_run):
     cold = json.loads((Path(local_run["run_dir"]) / "coldstart_eval" / "metrics.json").read_text())
     assert "direct" not in cold and len(cold["best_of_n_curve"]) == len(figs["best-of-N before RL"]) == 16
     assert 0 <= figs["cold-start only (thinking)"]["self_closed"] <= 1
+    spread = figs["guesses after RL"]
+    assert 0 < spread["top_guess_share"] <= 1 and spread["distinct_guesses"] >= 1
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
     assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]
     aligned = json.loads((Path(local_run["run_dir"]) / "aligned_eval" / "metrics.json").read_text())["direct"]
@@ -141,6 +143,43 @@ def test_quality_bench_reads_a_finished_run(local_run):
     assert mean == pytest.approx(figs["SASRec"]["recall@10"] + 0.005) and half == pytest.approx(12.706 * 0.005)
     ratios = summary["ratio_r10_vs_sasrec"]["model (direct)"]["per_seed"]
     assert ratios[-1] == pytest.approx(other["model (direct)"]["recall@10"] / other["SASRec"]["recall@10"], abs=1e-3)
+
+
+def test_quality_bench_measures_how_spread_the_guesses_are(tmp_path):
+    """Greedy traces collapsing onto one closing sentence: its share, and R@10 of both modes there."""
+    import pandas as pd
+    from conftest import load_bench
+
+    traces = ["From a to b. Next: a tape by 3M.", "Steady on c. Next: a tape by 3M.", "From d to e. Next: gloves."]
+    rows = [{"mode": "thinking", "sample": i, "rank": r, "reasoning": t} for i, (t, r) in enumerate(zip(traces, [0, -1, 3]))]
+    rows += [{"mode": "direct", "sample": i, "rank": r, "reasoning": None} for i, r in enumerate([12, 9, -1])]
+    pd.DataFrame(rows).to_parquet(tmp_path / "p.parquet")
+    spread = load_bench("quality").guess_spread(tmp_path / "p.parquet")
+    assert spread == {"top_guess_share": pytest.approx(2 / 3), "distinct_guesses": 2.0,
+                      "recall@10 thinking, top guess": 0.5, "recall@10 direct, top guess": 0.5}
+
+
+def test_quality_bench_trains_a_runs_cold_started_model_again(local_run):
+    """bench/quality.py --grpo-again: the run's cold-started model through GRPO with other settings and
+    the run's seed, scored with the run's evaluate settings; it replaces the run's model after RL."""
+    from conftest import load_bench
+
+    from sidreasoner_core.config import load_mapping
+
+    bench, run_dir = load_bench("quality"), Path(local_run["run_dir"])
+    grpo = {**load_mapping("smoke")["grpo"], "max_steps": 1, "learning_rate": 1e-4}
+    figs = bench.run_figures(run_dir, batch_size=8, grpo=grpo)
+    (again,) = run_dir.glob("grpo_again_*")
+    trained = json.loads((again / "model" / "manifest.json").read_text())
+    own = json.loads((_artifact(local_run, "grpo-op/model").path / "manifest.json").read_text())
+    assert trained["config"]["learning_rate"] == 1e-4 and trained["config"]["seed"] == own["config"]["seed"]
+    assert Path(trained["parents"][0]["uri"]).resolve() == _artifact(local_run, "coldstart-op/model").path.resolve()
+    scored = json.loads((again / "eval" / "metrics.json").read_text())
+    assert figs["model (thinking)"]["recall@10"] == scored["thinking"]["recall@10"]
+    assert figs["model (direct)"]["recall@10"] == scored["direct"]["recall@10"]
+    metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
+    assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]  # the baselines stay the run's
+    assert bench.run_figures(run_dir, batch_size=8, grpo=grpo) == figs   # cached: read back, not trained again
 
 
 def test_identical_rerun_reuses_every_cacheable_step(reruns):
