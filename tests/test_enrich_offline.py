@@ -211,31 +211,3 @@ def test_corpus_reports_how_identifying_its_traces_are(offline_corpus, enrich_in
     share = identifying_share([("next: a hex bolt by Acme.", a), ("next: a hex bolt by Bolty.", b),
                                ("next: a hex bolt.", a), ("next: gloves.", a)], [a, b, c])
     assert share == {"n": 4.0, "states_target_type": 0.75, "identifying": 0.25}
-
-
-@pytest.mark.parametrize("title, brand, description, expected", [
-    ("Hex bolt M6, pack", "Acme", "", "hex bolt"),
-    # titles opening with the brand and a model number: a later segment names the thing
-    ("AMMEX - AINPF46100 - Medical Nitrile Gloves - Disposable, Powder Free", "Ammex", "", "medical nitrile gloves"),
-    ('Plymor 8" x 10", 2 Mil (Pack of 100) Zipper Reclosable Plastic Bags', "Plymor", "", "reclosable plastic bags"),
-    # nothing in the title but the brand: the keywords of the description
-    ("Super Glue 15187 Super Glue, 12-Pack", "Super Glue", "Bonds metal fast. Bonds wood.", "bonds metal"),
-    ("Lever Lock", "Lever Lock", "", "product"),           # the generic word only when nothing is left
-])
-def test_product_type_avoids_the_generic_word(title, brand, description, expected):
-    """Greedy reasoning collapsed onto the teacher's generic fallback ("a product by Plymor"), written
-    for titles that open with a brand and a model number (docs/quality.md): those name their type later."""
-    from sidreasoner_core.enrich.offline import product_type
-    from sidreasoner_core.enrich.prompts import ItemInfo
-
-    item = ItemInfo(item_id="i", sid="<a_1>", title=title, brand=brand, category="", description=description)
-    assert product_type(item) == expected
-    assert len(product_type(item)) < len(title)
-
-
-def test_shipped_sample_rarely_needs_the_generic_type(enrich_inputs):
-    from sidreasoner_core.enrich.inputs import load
-    from sidreasoner_core.enrich.offline import product_type
-
-    items, _ = load(*(art.path for art in enrich_inputs))
-    assert sum(product_type(i) == "product" for i in items.values()) / len(items) < 0.005

@@ -22,8 +22,7 @@ from .prompts import ItemInfo
 from .validate import SENTENCE_SPLIT, mentions_title
 
 STOPWORDS = set("""a an and the of for with in on to by from at or as is are be this that these those it its
-your you our we all any each per set pack kit piece pieces pcs pc inch inches x mm cm ft yd lb lbs oz ml mil
-gram grams quart gallon count ct
+your you our we all any each per set pack kit piece pieces pcs pc inch inches x mm cm ft lb lbs oz count ct
 size sizes new black white red blue green yellow clear grey gray silver assorted assortment various
 """.split())
 WORD = re.compile(r"[A-Za-z][A-Za-z\-]+")
@@ -44,25 +43,18 @@ def clean_description(text: str | None) -> str:
 
 
 def product_type(item: ItemInfo) -> str:
-    """A short noun phrase for what the item is: the first segment of the title that names something
-    once the brand and model numbers are dropped (titles often open with "BRAND - MODEL - ..."), else
-    the item's top keywords; always strictly shorter than the title, so writing it never writes the
-    title. A generic word is the last resort: greedy reasoning collapses onto the commonest phrase of
-    its traces (docs/quality.md), so the teacher keeps generic phrases rare."""
+    """A short noun phrase for what the item is, from the title's head segment without the brand
+    and model numbers; always strictly shorter than the title, so writing it never writes the title."""
+    head = re.split(r"[,(\[|;:]| - ", item.title)[0]
     brand = {w.lower() for w in item.brand.split()}
-    title = " ".join(item.title.lower().split())
-    phrases = [p for p in (_type_phrase(s, brand) for s in re.split(r"[,(\[|;:]| - ", item.title)) if p and p != title]
-    if phrases:  # a one-word segment ("2 Mil" -> "mil") loses to a later one that names the thing
-        return next((p for p in phrases if " " in p), phrases[0])
-    phrase = " ".join(keywords(item, 2))
-    return phrase if phrase and phrase != title else "product"
-
-
-def _type_phrase(segment: str, brand: set[str]) -> str:
-    """The last three words of a title segment without brand words, model numbers and stopwords."""
-    words = [w.strip(".!?;:\"'/<>") for w in segment.split() if not any(ch.isdigit() for ch in w)]
-    words = [w for w in words if len(w) > 1 and w.lower() not in brand and w.lower() not in STOPWORDS]
-    return " ".join(words[-3:]).strip(" -&/").lower()
+    words = [w for w in head.split() if not any(ch.isdigit() for ch in w) and w.lower() not in brand
+             and w.lower() not in STOPWORDS and len(w) > 1]
+    words = [w.strip(".!?;:\"'") for w in words]
+    words = [w for w in words if len(w) > 1]
+    phrase = " ".join(words[-3:]).strip(" -&/").lower()
+    if not phrase or " ".join(item.title.lower().split()) == phrase:
+        phrase = " ".join(words[-2:]).lower() if len(words) >= 3 else ""
+    return phrase or "product"
 
 
 def keywords(item: ItemInfo, n: int = 8) -> list[str]:
