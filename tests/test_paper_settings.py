@@ -55,6 +55,7 @@ def effective(config: dict) -> dict[str, object]:
         // grpo.num_generations,
         "grpo.kl": grpo.beta,
         "grpo.format_weight": grpo.reward.format_weight,
+        "grpo.likelihood_weight": grpo.reward.likelihood_weight,
         "grpo.learning_rate": grpo.learning_rate if grpo.warmup_ratio == 0 else None,
         "grpo.max_completion_length": grpo.max_completion_length,
         "evaluate.beams": stage["evaluate"].num_beams,

@@ -334,3 +334,49 @@ def test_completion_only_logprobs_give_the_same_log_probs_and_gradients(planted)
     assert torch.allclose(every[0][scored], compact[0][scored], atol=1e-5)
     assert torch.allclose(every[1][scored], compact[1][scored], atol=1e-5)
     assert torch.allclose(every[2], compact[2], atol=1e-5)
+
+
+def test_likelihood_reward_is_the_policys_probability_of_the_target_after_the_trace(planted):
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sidreasoner_core.reasoning.rewards import TargetLikelihood
+
+    tok = AutoTokenizer.from_pretrained(planted["model"])
+    model = AutoModelForCausalLM.from_pretrained(planted["model"])
+    reward = TargetLikelihood(tok, batch_size=2).bind(model)
+    row, other = planted["rows"][0], next(s for s in planted["sids"].values() if s != planted["rows"][0]["target_sid"])
+    completions = ["<think>\nok\n</think>\n\n" + other, "<think>\nthe user likes tools\n</think>\n\n" + other,
+                   "<think>\nnever closed"]
+    got = reward([row["prompt"]] * 3, completions, target_sid=[row["target_sid"]] * 3)
+    assert got[2] == 0.0  # no </think>: nothing to condition on
+    # by hand: the prompt, the rollout's reasoning, then the target SID teacher-forced (not the rollout's SID)
+    prompt = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+    target_ids = tok(row["target_sid"], add_special_tokens=False)["input_ids"]
+    for completion, value in zip(completions[:2], got[:2]):
+        ids = tok(prompt + completion.split("</think>")[0] + "</think>\n\n" + row["target_sid"],
+                  add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        n = len(target_ids)
+        want = math.exp(sum(logp[ids.shape[1] - n - 1 + j, target_ids[j]].item() for j in range(n)) / n)
+        assert value == pytest.approx(want, rel=1e-4)
+    assert got[0] != got[1]  # different reasoning, different reward: the dense signal GRPO needs
+    assert model.training is False  # restored as found
+
+
+def test_grpo_with_the_likelihood_reward_logs_and_weights_it(planted, tmp_path):
+    from sidreasoner_core.reasoning.rewards import TargetLikelihood
+
+    cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2, reward={"likelihood_weight": 0.5})
+    curves = CurveLog(tmp_path / "curves.jsonl")
+    trainer = grpo.make_trainer(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt",
+                                callbacks=[curve_callback(curves)])
+    likelihood = trainer.reward_funcs[-1]
+    assert isinstance(likelihood, TargetLikelihood) and likelihood.model is trainer.model
+    assert list(trainer.reward_weights) == [1.0, 0.1, 0.5]
+    trainer.train()
+    values = [r["rewards/likelihood_reward/mean"] for r in curves.rows() if "rewards/likelihood_reward/mean" in r]
+    assert values and 0.0 < values[0] <= 1.0

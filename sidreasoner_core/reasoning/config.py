@@ -66,6 +66,9 @@ class RewardConfig(StageConfig):
     stepwise_values: tuple[float, ...] = Field((0.25, 0.5, 1.0), description="credit for prefixes a, a+b, a+b+c")
     format_weight: float = Field(0.1, ge=0, description="λ, weight of the catalogue-validity reward")
     strict_answer: bool = Field(False, description="give 0 when anything but the SID follows </think>")
+    likelihood_weight: float = Field(
+        0.0, ge=0, description="weight of r_lik = p(target SID | prompt, reasoning)^(1/L) under the policy, a dense "
+                               "reward beside the sparse prefix match (not in the paper; 0 = the paper's reward)")
 
 
 class GRPOStageConfig(StageConfig):

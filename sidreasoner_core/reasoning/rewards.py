@@ -173,14 +173,84 @@ def sid_reward(prompts, completions, completion_ids=None, *, catalogue, rule: st
     return [r + format_weight * f for r, f in zip(rule_r, fmt_r)]
 
 
+class TargetLikelihood:
+    """r_lik: how likely a rollout's reasoning makes the target, p(target SID | prompt, reasoning)^(1/L)
+    under the policy being trained (teacher-forced after the rollout's `</think>`; 0 without one).
+
+    Not in the paper. The prefix reward is sparse at small scale: a sampled rollout names the
+    target's first SID token in a few percent of cases, so most groups of G rollouts score alike and
+    give GRPO no gradient (docs/quality.md). Evaluation ranks the catalogue by p(SID | reasoning),
+    so this reward scores a trace by exactly what thinking mode then uses, and it differs between
+    any two traces. The per-level geometric mean keeps it in [0, 1] beside the stepwise reward.
+    Bind the policy with `bind(model)` once the trainer exists (TRL passes rewards no model)."""
+
+    __name__ = "likelihood_reward"  # TRL's name for the part: rewards/likelihood_reward/mean
+
+    def __init__(self, tokenizer, batch_size: int = 64):
+        self.tokenizer, self.batch_size, self.model = tokenizer, batch_size, None
+
+    def bind(self, model) -> "TargetLikelihood":
+        self.model = model
+        return self
+
+    def texts(self, prompts, completions, targets) -> list[str | None]:
+        """Prompt, the rollout up to its `</think>`, then the target as the answer (None: not closed)."""
+        out = []
+        for prompt, completion, target in zip(prompts, completions, targets):
+            head, sep, _ = completion_text(completion).partition(THINK_CLOSE)
+            if not sep:
+                out.append(None)
+                continue
+            if not isinstance(prompt, str):  # conversational: the chat template TRL rolled out from
+                prompt = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            out.append(f"{prompt}{head}{THINK_CLOSE}\n\n{target}")
+        return out
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float]:
+        import torch
+
+        if self.model is None:
+            raise RuntimeError("likelihood_reward: no policy bound (call bind(model) after building the trainer)")
+        targets = _targets(columns, len(completions))
+        texts = self.texts(prompts, completions, targets)
+        scores = [0.0] * len(texts)
+        todo = [i for i, t in enumerate(texts) if t is not None]
+        tok, model = self.tokenizer, self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(todo), self.batch_size):
+                    idx = todo[start:start + self.batch_size]
+                    enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, padding_side="right",
+                              add_special_tokens=False).to(model.device)
+                    logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
+                    lengths = enc["attention_mask"].sum(1)
+                    for row, i in enumerate(idx):
+                        n = len(tok(targets[i], add_special_tokens=False)["input_ids"])
+                        end = int(lengths[row])
+                        ids = enc["input_ids"][row, end - n:end]
+                        scores[i] = float(logp[row, end - n - 1:end - 1].gather(1, ids[:, None]).mean().exp())
+        finally:
+            model.train(was_training)
+        return scores
+
+
 def reward_functions(catalogue, rule: str = "stepwise", stepwise_values: Sequence[float] = STEPWISE_VALUES,
-                     format_weight: float = 0.1, levels: int | None = None,
-                     strict: bool = False) -> tuple[list[Callable], list[float]]:
-    """(reward_funcs, reward_weights) for `GRPOTrainer`: TRL logs each part as rewards/<name>/mean."""
+                     format_weight: float = 0.1, levels: int | None = None, strict: bool = False,
+                     likelihood_weight: float = 0.0, tokenizer=None) -> tuple[list[Callable], list[float]]:
+    """(reward_funcs, reward_weights) for `GRPOTrainer`: TRL logs each part as rewards/<name>/mean.
+    With `likelihood_weight` > 0 the last part is a `TargetLikelihood` (bind it to the policy)."""
     levels = levels or getattr(catalogue, "levels", None) or 3
     funcs = [
         functools.partial(prefix_reward, rule=rule, stepwise_values=tuple(stepwise_values), levels=levels,
                           strict=strict),
         functools.partial(validity_reward, catalogue=catalogue, levels=levels, strict=strict),
     ]
-    return funcs, [1.0, float(format_weight)]
+    weights = [1.0, float(format_weight)]
+    if likelihood_weight > 0:
+        if tokenizer is None:
+            raise ValueError("likelihood_weight > 0 needs the policy's tokenizer")
+        funcs.append(TargetLikelihood(tokenizer))
+        weights.append(float(likelihood_weight))
+    return funcs, weights

@@ -113,12 +113,13 @@ class CurveSpec:
     panels: tuple[tuple[str, ...], ...] = ()
 
 
-GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean"),
+GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "rewards/likelihood_reward/mean"),
                ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
 COLDSTART_PANELS = (("loss",),)
 CURVES_PNG = "curves.png"
 
-GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "sid/valid_share",
+GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
+                   "rewards/likelihood_reward/mean", "frac_reward_zero_std", "sid/valid_share",
                    "sid/parsed_share", "reasoning/think_closed_share", "completions/clipped_ratio",
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
                    "eval/reasoning_tokens")
