@@ -213,15 +213,18 @@ class TargetLikelihood:
             raise RuntimeError("likelihood_reward: no policy bound (call bind(model) after building the trainer)")
         targets = _targets(columns, len(completions))
         texts = self.texts(prompts, completions, targets)
+        closed = [t is not None for t in texts]
+        # Unclosed rows are scored too (and then zeroed): every rank runs the same number of forwards,
+        # which ZeRO-3's collective parameter gathering needs.
+        texts = [t if t is not None else f"{THINK_CLOSE}\n\n{target}" for t, target in zip(texts, targets)]
         scores = [0.0] * len(texts)
-        todo = [i for i, t in enumerate(texts) if t is not None]
         tok, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for start in range(0, len(todo), self.batch_size):
-                    idx = todo[start:start + self.batch_size]
+                for start in range(0, len(texts), self.batch_size):
+                    idx = range(start, min(start + self.batch_size, len(texts)))
                     enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, padding_side="right",
                               add_special_tokens=False).to(model.device)
                     logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
@@ -233,7 +236,7 @@ class TargetLikelihood:
                         scores[i] = float(logp[row, end - n - 1:end - 1].gather(1, ids[:, None]).mean().exp())
         finally:
             model.train(was_training)
-        return scores
+        return [s if ok else 0.0 for s, ok in zip(scores, closed)]
 
 
 def reward_functions(catalogue, rule: str = "stepwise", stepwise_values: Sequence[float] = STEPWISE_VALUES,
