@@ -113,7 +113,8 @@ class CurveSpec:
     panels: tuple[tuple[str, ...], ...] = ()
 
 
-GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean", "rewards/likelihood_reward/mean"),
+GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
+                "rewards/likelihood_reward/mean"),
                ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
 COLDSTART_PANELS = (("loss",),)
 CURVES_PNG = "curves.png"
