@@ -380,3 +380,19 @@ def test_grpo_with_the_likelihood_reward_logs_and_weights_it(planted, tmp_path):
     trainer.train()
     values = [r["rewards/likelihood_reward/mean"] for r in curves.rows() if "rewards/likelihood_reward/mean" in r]
     assert values and 0.0 < values[0] <= 1.0
+
+
+def test_likelihood_reward_scored_by_the_frozen_reference(planted, tmp_path):
+    import torch
+
+    cfg = small_config(max_steps=1, num_generations=2, prompts_per_step=2, beta=0.01,
+                       reward={"likelihood_weight": 0.5, "likelihood_model": "reference"})
+    trainer = grpo.make_trainer(cfg, planted["model"], planted["rows"], planted["catalogue"], tmp_path / "ckpt")
+    scorer = trainer.reward_funcs[-1].model
+    assert scorer is trainer.ref_model and scorer is not trainer.model
+    before = [p.detach().clone() for p in scorer.parameters()]
+    trainer.train()
+    # the policy moved, the scorer did not: the reward stays the function it was at the start
+    assert all(torch.equal(a, b) for a, b in zip(before, scorer.parameters()))
+    with pytest.raises(ValueError, match="likelihood_model 'reference' needs beta > 0"):
+        small_config(beta=0.0, reward={"likelihood_weight": 0.5, "likelihood_model": "reference"})

@@ -69,6 +69,9 @@ class RewardConfig(StageConfig):
     likelihood_weight: float = Field(
         0.0, ge=0, description="weight of r_lik = p(target SID | prompt, reasoning)^(1/L) under the policy, a dense "
                                "reward beside the sparse prefix match (not in the paper; 0 = the paper's reward)")
+    likelihood_model: Literal["policy", "reference"] = Field(
+        "policy", description="which model scores r_lik: the policy being trained, or the frozen reference (the "
+                              "cold-started model; a fixed reward the policy cannot move by moving itself; needs beta > 0)")
 
 
 class GRPOStageConfig(StageConfig):
@@ -125,4 +128,6 @@ class GRPOStageConfig(StageConfig):
     def _check(self):
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ValueError("vllm_mode 'server' needs vllm_server_base_url")
+        if self.reward.likelihood_weight > 0 and self.reward.likelihood_model == "reference" and self.beta == 0:
+            raise ValueError("reward.likelihood_model 'reference' needs beta > 0 (TRL loads no reference model at 0)")
         return self

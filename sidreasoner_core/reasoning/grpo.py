@@ -166,7 +166,7 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
                               callbacks=callbacks or [])
     for func in funcs:
         if isinstance(func, TargetLikelihood):
-            func.bind(trainer.model)
+            func.bind(trainer.ref_model if cfg.reward.likelihood_model == "reference" else trainer.model)
     if processor is not None:
         trainer.sid_logits_processor = processor
     if cpu_vllm:

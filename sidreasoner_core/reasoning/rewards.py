@@ -175,14 +175,15 @@ def sid_reward(prompts, completions, completion_ids=None, *, catalogue, rule: st
 
 class TargetLikelihood:
     """r_lik: how likely a rollout's reasoning makes the target, p(target SID | prompt, reasoning)^(1/L)
-    under the policy being trained (teacher-forced after the rollout's `</think>`; 0 without one).
+    under the model it is bound to (teacher-forced after the rollout's `</think>`; 0 without one): the
+    policy being trained, or the frozen reference model, a reward the policy cannot raise by moving itself.
 
     Not in the paper. The prefix reward is sparse at small scale: a sampled rollout names the
     target's first SID token in a few percent of cases, so most groups of G rollouts score alike and
     give GRPO no gradient (docs/quality.md). Evaluation ranks the catalogue by p(SID | reasoning),
     so this reward scores a trace by exactly what thinking mode then uses, and it differs between
     any two traces. The per-level geometric mean keeps it in [0, 1] beside the stepwise reward.
-    Bind the policy with `bind(model)` once the trainer exists (TRL passes rewards no model)."""
+    Bind the scorer with `bind(model)` once the trainer exists (TRL passes rewards no model)."""
 
     __name__ = "likelihood_reward"  # TRL's name for the part: rewards/likelihood_reward/mean
 
