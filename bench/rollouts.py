@@ -67,18 +67,19 @@ def model_with_sid_tokens(out: Path, model: str) -> Path:
     return out
 
 
-def vllm_logprobs(trainer, prompt_ids: list[int], n_tokens: int = 8) -> tuple[list[int], list[float]]:
-    """Sample `n_tokens` from the trainer's vLLM (colocated engine or server) at temperature 1:
-    the tokens and vLLM's log-probability of each."""
+def vllm_logprobs(trainer, prompt_ids: list[int], n_tokens: int = 16, seed: int = 0) -> tuple[list[int], list[float]]:
+    """Sample `n_tokens` from the trainer's vLLM (colocated engine or server) at temperature 1 with a
+    fixed sampling seed: the tokens and vLLM's log-probability of each."""
     gen = trainer.vllm_generation
     if gen.mode == "server":
-        out = gen.vllm_client.generate(prompts=[prompt_ids], n=1, temperature=1.0, max_tokens=n_tokens, logprobs=0)
+        out = gen.vllm_client.generate(prompts=[prompt_ids], n=1, temperature=1.0, max_tokens=n_tokens, logprobs=0,
+                                       generation_kwargs={"seed": seed})
         ids = out["completion_ids"][0]
         return ids, [out["logprobs"][0][i][out["logprob_token_ids"][0][i].index(t)] for i, t in enumerate(ids)]
     from vllm import SamplingParams
 
     out = gen.llm.generate([{"prompt_token_ids": prompt_ids}], SamplingParams(temperature=1.0, max_tokens=n_tokens,
-                                                                               logprobs=0), use_tqdm=False)
+                                                                               logprobs=0, seed=seed), use_tqdm=False)
     seq = out[0].outputs[0]
     return list(seq.token_ids), [step[t].logprob for step, t in zip(seq.logprobs, seq.token_ids)]
 

@@ -42,9 +42,12 @@ def test_server_mode_rollouts_and_weights_went_over_http(figures):
 @pytest.mark.parametrize("engine", ["vllm", "vllm_server"])
 def test_weight_sync_reaches_vllm(figures, engine):
     # perturbed policy -> sync -> vLLM's log-probabilities are the policy's, not the old weights' (a stale tied
-    # output layer left an error of 0.17 here); the colocated engine runs in bf16, the server in fp32
-    assert figures[f"{engine}_sync_logprob_shift"] > 0.3
-    assert figures[f"{engine}_sync_logprob_err"] < 0.02
+    # output layer left an error of 0.17 here); the colocated engine runs in bf16, the server in fp32.
+    # The shift (largest over 16 sampled tokens) varies with the trained weights (0.28 in one CI run):
+    # what matters is that the perturbation is visible and the error is a small part of it.
+    shift, err = figures[f"{engine}_sync_logprob_shift"], figures[f"{engine}_sync_logprob_err"]
+    assert shift > 0.1
+    assert err < min(0.02, shift / 10)
 
 
 def test_bench_compares_both_engines_on_the_same_work(figures):
