@@ -67,11 +67,13 @@ class RewardConfig(StageConfig):
     format_weight: float = Field(0.1, ge=0, description="λ, weight of the catalogue-validity reward")
     strict_answer: bool = Field(False, description="give 0 when anything but the SID follows </think>")
     likelihood_weight: float = Field(
-        0.0, ge=0, description="weight of r_lik = p(target SID | prompt, reasoning)^(1/L) under the policy, a dense "
-                               "reward beside the sparse prefix match (not in the paper; 0 = the paper's reward)")
+        0.0, ge=0, description="weight of r_lik = p(target SID | prompt, reasoning)^(1/L) under `likelihood_model`, "
+                               "a dense reward beside the sparse prefix match (not in the paper; 0 = the paper's "
+                               "reward)")
     likelihood_model: Literal["policy", "reference"] = Field(
         "policy", description="which model scores r_lik: the policy being trained, or the frozen reference (the "
-                              "cold-started model; a fixed reward the policy cannot move by moving itself; needs beta > 0)")
+                              "cold-started model; a fixed reward the policy cannot move by moving itself; "
+                              "needs beta > 0)")
 
 
 class GRPOStageConfig(StageConfig):
