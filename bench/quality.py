@@ -181,7 +181,54 @@ def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None, grp
     if not rescore:  # the greedy traces' spread (the rescored ones are sampled)
         figs["guesses before RL"] = guess_spread(run_dir / "coldstart_eval" / "predictions.parquet")
         figs["guesses after RL"] = guess_spread(evaluation / "predictions.parquet")
+        figs[BOOTSTRAP] = paired_intervals({
+            "model (thinking)": (evaluation / "predictions.parquet", "thinking"),
+            "model (direct)": (evaluation / "predictions.parquet", "direct"),
+            "cold-start only (thinking)": (run_dir / "coldstart_eval" / "predictions.parquet", "thinking"),
+            "aligned only (direct)": (run_dir / "aligned_eval" / "predictions.parquet", "direct")})
     return {k: v for k, v in figs.items() if v}
+
+
+# issue 16's targets: thinking after RL vs the aligned model's direct mode, the RL gain in thinking mode
+# over cold-start alone, and what RL did to the direct mode
+PAIRED = {"thinking after RL / aligned direct": ("model (thinking)", "aligned only (direct)"),
+          "thinking after RL / cold-start thinking (RL gain)": ("model (thinking)", "cold-start only (thinking)"),
+          "direct after RL / aligned direct": ("model (direct)", "aligned only (direct)")}
+BOOTSTRAP = "paired 95% bootstrap over test samples"
+
+
+def sample_hits(predictions: Path, mode: str) -> "pd.Series":
+    """1 where the target is in the top 10 of `mode`'s ranking, by test sample (one row per sample)."""
+    import pandas as pd
+
+    p = pd.read_parquet(predictions, columns=["mode", "sample", "rank"])
+    p = p[p["mode"] == mode]
+    if p["sample"].duplicated().any():
+        raise ValueError(f"{predictions}: several {mode} rows per sample; no per-sample hit to pair")
+    return p.set_index("sample")["rank"].between(0, 9).astype(float)  # rank is 0-based, -1 = not in the list
+
+
+def paired_bootstrap(a: "pd.Series", b: "pd.Series", resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """R@10(a) / R@10(b) on the same test samples and its 95% percentile interval, resampling the samples.
+    It measures the test split's noise within one trained model, not the spread over training seeds."""
+    import numpy as np
+
+    both = a.to_frame("a").join(b.to_frame("b"), how="inner")
+    x, y = both["a"].to_numpy(), both["b"].to_numpy()
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    ratios = x[idx].sum(1) / np.maximum(y[idx].sum(1), 1e-12)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(x.sum() / y.sum()), float(lo), float(hi)
+
+
+def paired_intervals(sources: dict[str, tuple[Path, str]]) -> dict[str, float]:
+    """For each of issue 16's ratios whose two sides have predictions: the ratio, its low and high end."""
+    out = {}
+    for label, (a, b) in PAIRED.items():
+        if a in sources and b in sources and (base := sample_hits(*sources[b])).sum():  # no ratio to a zero R@10
+            r, lo, hi = paired_bootstrap(sample_hits(*sources[a]), base)
+            out.update({label: r, f"{label} low": lo, f"{label} high": hi})
+    return out
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -204,12 +251,7 @@ def summarise(runs: list[dict[str, dict]]) -> dict:
                     if name in r and r.get("SASRec", {}).get("recall@10")]  # a run whose SASRec scored 0 has no ratio
         if per_seed:
             ratios[name] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
-    # issue 16's targets: thinking after RL vs the aligned model's direct mode, the RL gain in thinking mode
-    # over cold-start alone, and what RL did to the direct mode
-    paired = {"thinking after RL / aligned direct": ("model (thinking)", "aligned only (direct)"),
-              "thinking after RL / cold-start thinking (RL gain)": ("model (thinking)", "cold-start only (thinking)"),
-              "direct after RL / aligned direct": ("model (direct)", "aligned only (direct)")}
-    for label, (a, b) in paired.items():
+    for label, (a, b) in PAIRED.items():
         per_seed = [r[a]["recall@10"] / r[b]["recall@10"] for r in runs if a in r and r.get(b, {}).get("recall@10")]
         if per_seed:
             ratios[label] = {"per_seed": [round(x, 3) for x in per_seed], "mean_ci": interval(per_seed)}
@@ -227,6 +269,11 @@ def print_summary(title: str, s: dict) -> None:
     for name, figs in s["table"].items():
         if name.startswith("best-of-N"):
             print(f"{name}, R@10 for N = 1..{len(figs)}: " + " ".join(f"{m:.3f}" for m, _ in figs.values()))
+        if name == BOOTSTRAP:
+            for label in PAIRED:
+                if label in figs:
+                    print(f"{label}: {figs[label][0]:.3f}, {name} [{figs[label + ' low'][0]:.3f}, "
+                          f"{figs[label + ' high'][0]:.3f}] (mean over runs)")
         if name.startswith("guesses"):
             print(f"thinking, {name}: " + ", ".join(f"{k} {m:.3f} ± {h:.3f}" for k, (m, h) in figs.items()))
     for name, r in s["ratio_r10_vs_sasrec"].items():

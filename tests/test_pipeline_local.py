@@ -129,6 +129,12 @@ def test_quality_bench_reads_a_finished_run(local_run):
     cold = json.loads((Path(local_run["run_dir"]) / "coldstart_eval" / "metrics.json").read_text())
     assert "direct" not in cold and len(cold["best_of_n_curve"]) == len(figs["best-of-N before RL"]) == 16
     assert 0 <= figs["cold-start only (thinking)"]["self_closed"] <= 1
+    paired = figs[bench.BOOTSTRAP]  # the RL gain on the same test samples, with its interval
+    gain = "thinking after RL / cold-start thinking (RL gain)"
+    if figs["cold-start only (thinking)"]["recall@10"]:
+        assert paired[gain] == pytest.approx(figs["model (thinking)"]["recall@10"]
+                                             / figs["cold-start only (thinking)"]["recall@10"])
+        assert paired[f"{gain} low"] <= paired[gain] <= paired[f"{gain} high"]
     spread = figs["guesses after RL"]
     assert 0 < spread["top_guess_share"] <= 1 and spread["distinct_guesses"] >= 1
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
@@ -157,6 +163,26 @@ def test_quality_bench_measures_how_spread_the_guesses_are(tmp_path):
     spread = load_bench("quality").guess_spread(tmp_path / "p.parquet")
     assert spread == {"top_guess_share": pytest.approx(2 / 3), "distinct_guesses": 2.0,
                       "recall@10 thinking, top guess": 0.5, "recall@10 direct, top guess": 0.5}
+
+
+def test_quality_bench_pairs_two_models_on_the_same_test_samples(tmp_path):
+    """The RL gain's interval within one run: both models' hits resampled together, sample by sample."""
+    import pandas as pd
+    from conftest import load_bench
+
+    bench = load_bench("quality")
+    ranks = {"before": [0, -1, 3, -1, 12, 5, -1, -1] * 25, "after": [0, 2, 3, -1, 12, 5, -1, 9] * 25}
+    for name, r in ranks.items():
+        rows = [{"mode": "thinking", "sample": i, "rank": k} for i, k in enumerate(r)]
+        pd.DataFrame(rows).to_parquet(tmp_path / f"{name}.parquet")
+    before, after = (bench.sample_hits(tmp_path / f"{n}.parquet", "thinking") for n in ranks)
+    assert before.sum() == 75 and after.sum() == 125  # rank 12 and -1 are misses
+    ratio, lo, hi = bench.paired_bootstrap(after, before)
+    assert ratio == pytest.approx(125 / 75) and 1 < lo < ratio < hi  # every resample gains: after ⊇ before
+    assert bench.paired_bootstrap(before, before) == (1.0, 1.0, 1.0)
+    pd.DataFrame([{"mode": "thinking", "sample": 0, "rank": 1}] * 2).to_parquet(tmp_path / "twice.parquet")
+    with pytest.raises(ValueError, match="twice.parquet: several thinking rows per sample"):
+        bench.sample_hits(tmp_path / "twice.parquet", "thinking")
 
 
 def test_quality_bench_trains_a_runs_cold_started_model_again(local_run):
