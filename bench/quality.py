@@ -208,13 +208,17 @@ def sample_hits(predictions: Path, mode: str) -> "pd.Series":
     return p.set_index("sample")["rank"].between(0, 9).astype(float)  # rank is 0-based, -1 = not in the list
 
 
-def paired_bootstrap(a: "pd.Series", b: "pd.Series", resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """R@10(a) / R@10(b) on the same test samples and its 95% percentile interval, resampling the samples.
-    It measures the test split's noise within one trained model, not the spread over training seeds."""
+def paired_bootstrap(a: "pd.Series", b: "pd.Series", resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float] | None:
+    """R@10(a) / R@10(b) on the test samples both were scored on, and its 95% percentile interval,
+    resampling the samples (None where b has no hit there). It measures the test split's noise within
+    one trained model, not the spread over training seeds."""
     import numpy as np
 
-    both = a.to_frame("a").join(b.to_frame("b"), how="inner")
+    both = a.to_frame("a").join(b.to_frame("b"), how="inner")  # e.g. thinking scored on the first N only
     x, y = both["a"].to_numpy(), both["b"].to_numpy()
+    if not y.sum():
+        return None
     idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     ratios = x[idx].sum(1) / np.maximum(y[idx].sum(1), 1e-12)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
@@ -225,8 +229,8 @@ def paired_intervals(sources: dict[str, tuple[Path, str]]) -> dict[str, float]:
     """For each of issue 16's ratios whose two sides have predictions: the ratio, its low and high end."""
     out = {}
     for label, (a, b) in PAIRED.items():
-        if a in sources and b in sources and (base := sample_hits(*sources[b])).sum():  # no ratio to a zero R@10
-            r, lo, hi = paired_bootstrap(sample_hits(*sources[a]), base)
+        if a in sources and b in sources and (pair := paired_bootstrap(*(sample_hits(*sources[m]) for m in (a, b)))):
+            r, lo, hi = pair
             out.update({label: r, f"{label} low": lo, f"{label} high": hi})
     return out
 

@@ -4,6 +4,7 @@ MLflow holds the parent run, one nested run per stage and the registered model. 
 cache on: an identical second run reuses every cacheable step, a changed input file reruns data
 and everything after it (issue 15: cache keys that hit, and are safe)."""
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -129,12 +130,15 @@ def test_quality_bench_reads_a_finished_run(local_run):
     cold = json.loads((Path(local_run["run_dir"]) / "coldstart_eval" / "metrics.json").read_text())
     assert "direct" not in cold and len(cold["best_of_n_curve"]) == len(figs["best-of-N before RL"]) == 16
     assert 0 <= figs["cold-start only (thinking)"]["self_closed"] <= 1
-    paired = figs[bench.BOOTSTRAP]  # the RL gain on the same test samples, with its interval
-    gain = "thinking after RL / cold-start thinking (RL gain)"
+    paired = figs.get(bench.BOOTSTRAP, {})  # the RL gain on the same test samples, with its interval
+    gain = "thinking after RL / cold-start thinking (RL gain)"  # both on the same thinking samples
     if figs["cold-start only (thinking)"]["recall@10"]:
         assert paired[gain] == pytest.approx(figs["model (thinking)"]["recall@10"]
                                              / figs["cold-start only (thinking)"]["recall@10"])
         assert paired[f"{gain} low"] <= paired[gain] <= paired[f"{gain} high"]
+    else:  # no ratio to a zero R@10
+        assert gain not in paired
+    assert all(math.isfinite(v) for v in paired.values())
     spread = figs["guesses after RL"]
     assert 0 < spread["top_guess_share"] <= 1 and spread["distinct_guesses"] >= 1
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
@@ -180,6 +184,7 @@ def test_quality_bench_pairs_two_models_on_the_same_test_samples(tmp_path):
     ratio, lo, hi = bench.paired_bootstrap(after, before)
     assert ratio == pytest.approx(125 / 75) and 1 < lo < ratio < hi  # every resample gains: after ⊇ before
     assert bench.paired_bootstrap(before, before) == (1.0, 1.0, 1.0)
+    assert bench.paired_bootstrap(after, before.iloc[4:5]) is None  # no hit on the one shared sample
     pd.DataFrame([{"mode": "thinking", "sample": 0, "rank": 1}] * 2).to_parquet(tmp_path / "twice.parquet")
     with pytest.raises(ValueError, match="twice.parquet: several thinking rows per sample"):
         bench.sample_hits(tmp_path / "twice.parquet", "thinking")
