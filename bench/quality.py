@@ -130,6 +130,11 @@ def grpo_again(run_dir: Path, grpo: dict, batch_size: int) -> Path:
     return out / "eval"
 
 
+def in_top10(ranks: "pd.Series") -> "pd.Series":
+    """Whether each target is in the top 10 (rank is 0-based, -1 = not in the ranked list)."""
+    return ranks.between(0, 9)
+
+
 def guess_spread(predictions: Path) -> dict:
     """How spread thinking mode's guesses are: greedy reasoning can collapse onto one closing sentence
     (the expected next item, e.g. "Next: a product by Plymor.") for most users. The share of traces
@@ -145,7 +150,7 @@ def guess_spread(predictions: Path) -> dict:
     top = last.value_counts()
     out = {"top_guess_share": float(top.iloc[0] / len(last)), "distinct_guesses": float(len(top))}
     at_top = think[last == top.index[0]]
-    hit = lambda ranks: float(((ranks >= 0) & (ranks < 10)).mean())  # rank is 0-based, -1 = not in the list
+    hit = lambda ranks: float(in_top10(ranks).mean())
     out["recall@10 thinking, top guess"] = hit(at_top["rank"])
     if len(direct):
         out["recall@10 direct, top guess"] = hit(direct.reindex(at_top["sample"]))
@@ -205,7 +210,7 @@ def sample_hits(predictions: Path, mode: str) -> "pd.Series":
     p = p[p["mode"] == mode]
     if p["sample"].duplicated().any():
         raise ValueError(f"{predictions}: several {mode} rows per sample; no per-sample hit to pair")
-    return p.set_index("sample")["rank"].between(0, 9).astype(float)  # rank is 0-based, -1 = not in the list
+    return in_top10(p.set_index("sample")["rank"]).astype(float)
 
 
 def paired_bootstrap(a: "pd.Series", b: "pd.Series", resamples: int = 2000,
@@ -227,9 +232,10 @@ def paired_bootstrap(a: "pd.Series", b: "pd.Series", resamples: int = 2000,
 
 def paired_intervals(sources: dict[str, tuple[Path, str]]) -> dict[str, float]:
     """For each of issue 16's ratios whose two sides have predictions: the ratio, its low and high end."""
+    hits = {name: sample_hits(*source) for name, source in sources.items()}  # each read once, used in several ratios
     out = {}
     for label, (a, b) in PAIRED.items():
-        if a in sources and b in sources and (pair := paired_bootstrap(*(sample_hits(*sources[m]) for m in (a, b)))):
+        if a in hits and b in hits and (pair := paired_bootstrap(hits[a], hits[b])):
             r, lo, hi = pair
             out.update({label: r, f"{label} low": lo, f"{label} high": hi})
     return out
