@@ -120,8 +120,11 @@ def test_cli_reports_a_missing_input_cleanly(arts, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_accelerate_configs_and_launch_command(tmp_path):
+def test_accelerate_configs_and_launch_command(tmp_path, monkeypatch):
+    from sidreasoner_core.training import runtime
     from sidreasoner_core.training.launch import accelerate_config, launch_command
+
+    monkeypatch.setattr(runtime, "has_gpu", lambda: True)  # launched workers run on a GPU pod
 
     for stage in (2, 3):
         cfg = yaml.safe_load(accelerate_config(f"zero{stage}").read_text())
@@ -151,6 +154,29 @@ def test_launch_precision_auto_follows_the_hardware(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "bf16_supported", lambda: True)
     assert precision_of(launch_command(tmp_path / "job.json", 2, "none", "auto")) == "bf16"
     assert runtime.trainer_precision("auto") == {"bf16": True, "fp16": False}
+
+
+def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32(tmp_path, monkeypatch):
+    """A preset's bf16 pays only on a CPU with AVX-512 BF16 or AMX; elsewhere emulated bf16 is ~15x slower
+    than fp32, so it resolves to fp32 there (in process and for launched workers)."""
+    from sidreasoner_core.training import runtime
+    from sidreasoner_core.training.launch import launch_command
+
+    avx2, bf16 = tmp_path / "avx2", tmp_path / "bf16"
+    avx2.write_text("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n")
+    bf16.write_text("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n")
+    assert not runtime.cpu_has_native_bf16.__wrapped__(str(avx2))
+    assert runtime.cpu_has_native_bf16.__wrapped__(str(bf16))
+    assert not runtime.cpu_has_native_bf16.__wrapped__(str(tmp_path / "missing"))
+
+    monkeypatch.setattr(runtime, "has_gpu", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert runtime.trainer_precision("bf16") == {"bf16": False, "fp16": False}
+    cmd = launch_command(tmp_path / "job.json", 2, "none", "bf16")
+    assert cmd[cmd.index("--mixed_precision") + 1] == "no"
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.trainer_precision("bf16") == {"bf16": True, "fp16": False}
+    assert runtime.trainer_precision("auto") == {"bf16": False, "fp16": False}  # auto stays fp32 on any CPU
 
 
 def test_launch_worker_trains_from_a_job_file(tmp_path, monkeypatch):

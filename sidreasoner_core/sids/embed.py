@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..training.runtime import cpu_has_native_bf16
 from .config import DEFAULT_ENCODER, SidsConfig
 from .errors import SidsError
 
@@ -66,18 +67,10 @@ def resolve_encoder(ref: str) -> Path:
         raise SidsError(f"encoder {ref!r}: {exc}") from None
 
 
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pick_dtype(dtype: str, device: str) -> str:
     if dtype != "auto":
         return dtype
-    return "bfloat16" if device.startswith("cuda") or (device == "cpu" and _cpu_has_bf16()) else "float32"
+    return "bfloat16" if device.startswith("cuda") or (device == "cpu" and cpu_has_native_bf16()) else "float32"
 
 
 def encode(texts: list[str], encoder: str, batch_size: int = 64, normalize: bool = True,
