@@ -11,7 +11,8 @@ from pydantic import Field
 
 from ..config import StageConfig, StepBudget
 
-PRECISION_FIELD = dict(description="auto: bf16 on a bf16-capable GPU, else fp32 (in process and in launched workers)")
+PRECISION_FIELD = dict(description="auto: bf16 on a bf16-capable GPU, else fp32; bf16 without a GPU: fp32 on a CPU "
+                                   "without native bf16 (AVX-512 BF16 or AMX). In process and in launched workers")
 NUM_GPUS_FIELD = dict(description=">1: the step runs its trainer in `accelerate launch` workers (training.launch)")
 DEEPSPEED_FIELD = dict(description="DeepSpeed ZeRO stage (GPU only), via training/accelerate_configs")
 
