@@ -2,7 +2,7 @@
 GRPO (TRL `GRPOTrainer`, transformers generation with the catalogue constraint) for each step size
 (prompts per step x 8 rollouts) and each way of scoring the log-probs, in one run on the same model
 and prompts. Scoring: "all" is TRL as shipped on CPU (its fused LM head scores every position,
-prompt and padding too), "completion" the pipeline's (`grpo.completion_only_logprobs`: only the
+prompt and padding too), "completion" the pipeline's (`training.runtime.completion_only_logprobs`: only the
 completion tokens). The first configuration is the baseline of the speed-ups. The bench also
 projects the time of one epoch of the train prompts (10,393 on Industrial) at 8 rollouts each.
 
@@ -29,7 +29,8 @@ def measure(model_dir: Path, rows: list[dict], catalogue, work: Path, prompts_pe
     import contextlib
 
     from sidreasoner_core.reasoning.config import GRPOStageConfig
-    from sidreasoner_core.reasoning.grpo import completion_only_logprobs, make_trainer
+    from sidreasoner_core.reasoning.grpo import make_trainer
+    from sidreasoner_core.training.runtime import completion_only_logprobs
 
     cfg = GRPOStageConfig(num_generations=generations, prompts_per_step=prompts_per_step,
                           per_device_train_batch_size=min(128, prompts_per_step * generations), max_steps=steps,

@@ -309,6 +309,8 @@ def test_completion_only_logprobs_give_the_same_log_probs_and_gradients(planted)
     from transformers import AutoModelForCausalLM
     from trl.trainer import utils as trl_utils
 
+    from sidreasoner_core.training import runtime
+
     model = AutoModelForCausalLM.from_pretrained(planted["model"])
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     torch.manual_seed(0)
@@ -326,7 +328,7 @@ def test_completion_only_logprobs_give_the_same_log_probs_and_gradients(planted)
 
     assert not trl_utils._use_triton(torch.device("cpu"))
     every = run()
-    with grpo.completion_only_logprobs():
+    with runtime.completion_only_logprobs():
         assert trl_utils._use_triton(torch.device("cpu"))
         compact = run()
     assert not trl_utils._use_triton(torch.device("cpu"))   # restored

@@ -19,7 +19,7 @@ from typing import Callable
 from .. import sid as sidlib
 from ..training import launch as launcher
 from ..training.checkpoints import CheckpointStore, checkpoint_step, last_complete_checkpoint
-from ..training.runtime import has_gpu, trainer_precision
+from ..training.runtime import completion_only_logprobs, has_gpu, trainer_precision
 from ..training.trl_args import build_trl_config
 from .config import GRPOStageConfig
 from .rewards import THINK_CLOSE, TargetLikelihood, reward_functions
@@ -103,29 +103,6 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
            else {}),
         **precision,
     )
-
-
-@contextlib.contextmanager
-def completion_only_logprobs():
-    """Score only the completion tokens in TRL's fused LM head on CPU, for the block's duration.
-
-    TRL's fused head (`trl.trainer.utils.add_fused_lm_head`) scores only the labelled positions where
-    Triton runs, and every position elsewhere, so that compiled backends see fixed tile shapes. Eager
-    CPU has no such need, and here the prompt is about 70% of every rollout row: the full-vocabulary
-    log-softmax over prompt and padding positions is work whose result is masked away. The log-probs
-    are the same (tests/test_reasoning_grpo.py); the speed-up is measured in bench/grpo_scale.py."""
-    try:
-        from trl.trainer import utils as trl_utils
-        original = trl_utils._use_triton
-    except (ImportError, AttributeError):  # another TRL: keep its own behaviour
-        log.warning("grpo: TRL's fused LM head has no _use_triton switch; scoring every position")
-        yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue):

@@ -70,3 +70,27 @@ def cpu_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def completion_only_logprobs():
+    """Score only the labelled tokens in TRL's fused LM head on CPU, for the block's duration.
+
+    TRL's fused head (`trl.trainer.utils.add_fused_lm_head`) scores only the labelled positions where
+    Triton runs, and every position elsewhere, so that compiled backends see fixed tile shapes. Eager
+    CPU has no such need, and the prompt is most of every row (about 70% of a GRPO rollout, nearly all
+    of an alignment row whose answer is one SID): the full-vocabulary log-softmax over prompt and
+    padding positions is work whose result is masked away. Same log-probs and gradients
+    (tests/test_reasoning_grpo.py); speed-ups in bench/grpo_scale.py and bench/sft_speed.py."""
+    try:
+        from trl.trainer import utils as trl_utils
+        original = trl_utils._use_triton
+    except (ImportError, AttributeError):  # another TRL: keep its own behaviour
+        log.warning("TRL's fused LM head has no _use_triton switch; scoring every position")
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original

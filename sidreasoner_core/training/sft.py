@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 from . import launch as launcher
 from .checkpoints import CHECKPOINTS, CheckpointStore, checkpoint_step, last_complete_checkpoint
 from .options import SFTOptions
-from .runtime import has_gpu, trainer_precision
+from .runtime import completion_only_logprobs, has_gpu, trainer_precision
 from .trl_args import build_trl_config
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,8 @@ def train_sft(model, train_records, eval_records, opts: SFTOptions, out_dir: str
     resume = last_complete_checkpoint(ckpt_dir) if opts.resume else None
     if resume:
         log.info("resuming from %s", resume)
-    out = trainer.train(resume_from_checkpoint=resume)
+    with completion_only_logprobs():
+        out = trainer.train(resume_from_checkpoint=resume)
 
     state = trainer.state
     history = list(state.log_history)

@@ -1,0 +1,116 @@
+"""SFT speed on CPU (alignment and cold-start, paper §3.2-3.3.1): seconds per step of the pipeline's SFT
+(TRL `SFTTrainer` via `training.sft.build_trainer`) on alignment-shaped rows (a history of 10 SIDs
+-> the next SID: the prompt is nearly all of each row), for each way of scoring the loss and each
+precision, in one run on the same model, rows and seed. Scoring: "all" is TRL as shipped on CPU (its
+fused LM head scores every position, prompt and padding too), "labelled" the pipeline's
+(`training.runtime.completion_only_logprobs`). Precision "bf16" is requested as the presets do; on a
+CPU without native bf16 (AVX-512 BF16 or AMX) the pipeline trains it in fp32, and `--force-bf16`
+measures the emulated bf16 that a preset's bf16 used to mean there. The first configuration is the
+baseline of the speed-ups. Ends with one JSON line.
+
+    .venv/bin/python bench/sft_speed.py [--steps 6] [--batch 64] [--configs all:fp32,labelled:fp32,labelled:bf16]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ALIGN_STEPS_DEFAULT_PRESET = 684  # `make run`: 3 epochs of alignment at batch 64
+
+
+def alignment_rows(n: int, history: int = 10, codes: int = 256, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """Task-5-shaped records (SID history -> next SID) over a random 3-level catalogue of 3,686 items."""
+    from sidreasoner_core import sid as sidlib
+    from sidreasoner_core.prompts import sid_history_prompt
+
+    rng = random.Random(seed)
+    items = sorted({sidlib.format_sid((rng.randrange(codes), rng.randrange(codes), rng.randrange(codes)))
+                    for _ in range(3686)})
+    rows = [{"prompt": [{"role": "user", "content": sid_history_prompt(rng.sample(items, history))}],
+             "completion": rng.choice(items), "task": "sid_history_to_sid"} for _ in range(n)]
+    return rows, sidlib.vocabulary(levels=3, codes_per_level=codes)
+
+
+def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, batch: int, scoring: str,
+            precision: str, force_bf16: bool) -> dict:
+    from sidreasoner_core.training import runtime
+    from sidreasoner_core.training.sft import SFTOptions, build_trainer
+
+    opts = SFTOptions(max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                      learning_rate=1e-3, logging_steps=1,
+                      precision=precision, max_length=160, seed=0)
+    native = runtime.cpu_has_native_bf16()
+    patch = contextlib.nullcontext()
+    if force_bf16 and precision == "bf16" and not native:
+        from unittest import mock
+
+        patch = mock.patch.object(runtime, "cpu_has_native_bf16", lambda: True)
+    with patch:
+        trainer, _ = build_trainer("small-qwen3", rows, None, opts, work / f"{scoring}-{precision}", sid_tokens=sid_tokens)
+        times: list[float] = []
+        step_start = [0.0]
+
+        class Clock(__import__("transformers").TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                step_start[0] = time.perf_counter()
+
+            def on_step_end(self, *a, **k):
+                times.append(time.perf_counter() - step_start[0])
+
+        trainer.add_callback(Clock())
+        with runtime.completion_only_logprobs() if scoring == "labelled" else contextlib.nullcontext():
+            trainer.train()
+    steady = times[1:] or times  # the first step pays for warm-up
+    step_s = sum(steady) / len(steady)
+    trained_as = "bf16" if trainer.args.bf16 else "fp32"
+    return {"config": f"{scoring}_{precision}{'_forced' if force_bf16 and precision == 'bf16' and not native else ''}",
+            "trained_as": trained_as, "step_s": round(step_s, 3), "tokens_per_s": round(
+                sum(len(r) for r in trainer.train_dataset["input_ids"][:batch]) / step_s),
+            "loss_first_step": round(trainer.state.log_history[0]["loss"], 4),
+            "align_min_at_default_preset": round(ALIGN_STEPS_DEFAULT_PRESET * step_s / 60, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--configs", default="all:fp32,labelled:fp32,labelled:bf16",
+                    help="scoring:precision pairs; scoring all|labelled, precision fp32|bf16")
+    ap.add_argument("--force-bf16", action="store_true",
+                    help="train bf16 as emulated bf16 even where the CPU lacks native bf16 (the old behaviour)")
+    ap.add_argument("--work", default=str(REPO / "bench_runs" / "sft_speed"))
+    args = ap.parse_args()
+
+    import torch
+
+    from sidreasoner_core.training.runtime import cpu_has_native_bf16
+
+    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
+    rows, sid_tokens = alignment_rows(args.steps * args.batch)
+    results = []
+    for pair in args.configs.split(","):
+        scoring, precision = pair.split(":")
+        res = measure(rows, sid_tokens, work, args.steps, args.batch, scoring, precision, args.force_bf16)
+        print(f"scoring {scoring}, precision {precision} (trained as {res['trained_as']}): {res['step_s']} s per step "
+              f"of {args.batch} rows, {res['tokens_per_s']} tokens/s; first-step loss {res['loss_first_step']}; "
+              f"alignment of the default preset ({ALIGN_STEPS_DEFAULT_PRESET} steps): {res['align_min_at_default_preset']} min",
+              flush=True)
+        results.append(res)
+    base = results[0]
+    figures = {f"{r['config']}_{k}": v for r in results for k, v in r.items() if k != "config"}
+    figures.update({f"speedup_{r['config']}_vs_{base['config']}": round(base["step_s"] / r["step_s"], 2)
+                    for r in results[1:]})
+    figures.update(steps=args.steps, batch=args.batch, threads=torch.get_num_threads(),
+                   cpu_native_bf16=cpu_has_native_bf16(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
