@@ -8,5 +8,9 @@ import os
 # (bench/align_omp_wait.py); passive waiting costs nothing measurable when idle.
 # Set before any torch import, which every stage does after importing this package.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# `import mlflow` (3.x) starts a telemetry thread that sets, then offline unsets, an environment variable
+# while requests may be iterating os.environ: a KeyError race that failed a rehearsed pod's first MLflow
+# call. Pods and CI are offline and have nothing to report; set before any mlflow import.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 __version__ = "0.1.0"
