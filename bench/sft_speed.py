@@ -40,15 +40,17 @@ def alignment_rows(n: int, history: int = 10, codes: int = 256, seed: int = 0) -
 
 def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, batch: int, scoring: str,
             precision: str, force_bf16: bool) -> dict:
+    from transformers import TrainerCallback
+
     from sidreasoner_core.training import runtime
     from sidreasoner_core.training.sft import SFTOptions, build_trainer
 
     opts = SFTOptions(max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                       learning_rate=1e-3, logging_steps=1,
                       precision=precision, max_length=160, seed=0)
-    native = runtime.cpu_has_native_bf16()
+    forced = force_bf16 and precision == "bf16" and not runtime.cpu_has_native_bf16()
     patch = contextlib.nullcontext()
-    if force_bf16 and precision == "bf16" and not native:
+    if forced:
         from unittest import mock
 
         patch = mock.patch.object(runtime, "cpu_has_native_bf16", lambda: True)
@@ -57,7 +59,7 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
         times: list[float] = []
         step_start = [0.0]
 
-        class Clock(__import__("transformers").TrainerCallback):
+        class Clock(TrainerCallback):
             def on_step_begin(self, *a, **k):
                 step_start[0] = time.perf_counter()
 
@@ -70,7 +72,7 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
     steady = times[1:] or times  # the first step pays for warm-up
     step_s = sum(steady) / len(steady)
     trained_as = "bf16" if trainer.args.bf16 else "fp32"
-    return {"config": f"{scoring}_{precision}{'_forced' if force_bf16 and precision == 'bf16' and not native else ''}",
+    return {"config": f"{scoring}_{precision}{'_forced' if forced else ''}",
             "trained_as": trained_as, "step_s": round(step_s, 3), "tokens_per_s": round(
                 sum(len(r) for r in trainer.train_dataset["input_ids"][:batch]) / step_s),
             "loss_first_step": round(trainer.state.log_history[0]["loss"], 4),

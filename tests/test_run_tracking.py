@@ -100,10 +100,11 @@ def test_a_stage_without_its_parent_run_fails_clearly(mlflow_server, monkeypatch
 
 def test_importing_the_package_turns_mlflow_telemetry_off():
     """MLflow's import-time telemetry thread races requests over os.environ (a KeyError in a rehearsed pod)."""
+    import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
     out = subprocess.run([sys.executable, "-c", "import sidreasoner_core, mlflow\n"
                           "from mlflow.telemetry.client import get_telemetry_client\nprint(get_telemetry_client())"],
                          capture_output=True, text=True, env=env, check=True).stdout.strip()
