@@ -83,6 +83,24 @@ def test_bad_record_names_index_and_field():
         tokenize_record({"task": "x", "prompt": "hi"}, tok, 0)
 
 
+def test_completion_context_is_given_not_trained_on():
+    """A reasoning trace the model wrote itself is context: only the SID after it carries the loss."""
+    model, tok = load_model(TINY)
+    add_sid_tokens(tok, model, sidlib.vocabulary(LEVELS, CODES))
+    sid = sidlib.format_sid([1, 2, 3])
+    given = "<think>\nsteel kit, then a pack.\n</think>\n\n"
+    rec = {"prompt": [{"role": "user", "content": "history <a_0><b_1><c_2>"}],
+           "completion": [{"role": "assistant", "content": given + sid}], "completion_context": given}
+    ids, mask = tokenize_record(rec, tok)
+    trained = [t for t, m in zip(ids, mask) if m]
+    assert tok.convert_ids_to_tokens(trained[:3]) == sidlib.tokens_of(sid)
+    assert tok.decode(trained) == sid + "<|im_end|>\n"
+    whole, whole_mask = tokenize_record({k: v for k, v in rec.items() if k != "completion_context"}, tok)
+    assert whole == ids and sum(whole_mask) > sum(mask)  # same tokens; the trace is no longer trained on
+    with pytest.raises(SFTDataError, match="record 7 .*'completion_context'"):
+        tokenize_record({**rec, "completion_context": "<think>\nsomething else"}, tok, 7)
+
+
 def test_a_few_steps_lower_the_loss_and_log_per_task(tmp_path):
     recs = planted() * 4
     res = train_sft(TINY, recs, planted(), opts(max_steps=8, eval_strategy="steps", eval_steps=4),

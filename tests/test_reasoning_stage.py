@@ -78,6 +78,44 @@ def test_coldstart_component(inputs, tmp_path):
     assert metrics.metadata["global_step"] == 2
 
 
+def test_own_trace_records_train_the_sid_after_the_models_own_reasoning(inputs):
+    from sidreasoner_core.models import load_model
+    from sidreasoner_core.reasoning import coldstart
+    from sidreasoner_core.reasoning.config import ColdStartConfig
+    from sidreasoner_core.training.sft import tokenize_record
+
+    model, tok = load_model(str(inputs["model"]))
+    corpus = coldstart.read_reasoning(inputs["corpus"].path)
+    cfg = ColdStartConfig(self_traces={"enabled": True, "max_samples": 4, "max_reasoning_tokens": 5, "batch_size": 3})
+    recs, closed = coldstart.self_trace_records(model, tok, corpus, inputs["sid_by_item"], cfg)
+    assert len(recs) == 4 and 0.0 <= closed <= 1.0  # any row serves, the failed teacher trace's too
+    targets = set(corpus["target_sid"])
+    for rec in recs:
+        response = rec["completion"][0]["content"]
+        assert response.startswith(rec["completion_context"]) and rec["completion_context"].startswith("<think>\n")
+        sid = response[len(rec["completion_context"]):]
+        assert sid in targets
+        ids, mask = tokenize_record(rec, tok)
+        assert tok.decode([t for t, m in zip(ids, mask) if m]).startswith(sid)  # the loss starts at the SID
+
+
+def test_coldstart_then_own_traces_publishes_one_model(inputs, tmp_path):
+    from sidreasoner_core.artifacts import open_artifact
+    from sidreasoner_core.reasoning.config import ColdStartConfig
+    from sidreasoner_core.reasoning.stage import run_coldstart
+
+    train = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+             "learning_rate": 1e-3, "max_length": 256, "logging_steps": 1}
+    cfg = ColdStartConfig(train=train, self_traces={"enabled": True, "max_samples": 4, "max_reasoning_tokens": 5,
+                                                    "train": {**train, "max_steps": 3}})
+    art = run_coldstart(cfg, str(inputs["model"]), inputs["dataset"], inputs["sids"], inputs["corpus"],
+                        str(tmp_path / "cs"))
+    m = open_artifact(art.path, kind="model").manifest["metrics"]
+    assert m["global_step"] == 2 and m["self_traces_global_step"] == 3 and m["self_traces_samples"] == 4
+    assert 0.0 <= m["self_traces_closed_share"] <= 1.0 and "self_traces_train_loss" in m
+    assert (art.path / "model" / "config.json").is_file() and not (tmp_path / ".cs.work").exists()
+
+
 def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
     from kfp.dsl import Dataset, Markdown, Metrics, Model
 

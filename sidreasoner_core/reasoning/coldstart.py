@@ -11,11 +11,13 @@ from typing import Sequence
 
 import pandas as pd
 
+from .. import prompts
 from ..corpus import USER_REASONING_FILE, read_user_reasoning
 from .config import ColdStartConfig
-from .samples import ReasoningDataError, coldstart_rows
+from .samples import ReasoningDataError, coldstart_rows, sid_rows
 
 TASK = "coldstart_reasoning"
+SELF_TRACE_TASK = "self_trace_answer"
 
 
 def read_reasoning(corpus_dir: str | Path) -> pd.DataFrame:
@@ -34,6 +36,29 @@ def records(reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStart
     return [{"task": TASK, "prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 
 
+def self_trace_records(model, tokenizer, reasoning: pd.DataFrame, sid_by_item: dict[str, str], cfg: ColdStartConfig,
+                       source: str = "user_reasoning") -> tuple[list[dict], float]:
+    """The model's own greedy trace for each training sample (as thinking mode writes it at test time),
+    as records whose completion is trace + target SID with the trace given (`completion_context`), so the
+    SFT trains the SID alone; and the share of traces the model closed itself. Every row of the reasoning
+    table serves, whatever its teacher status: only its history and target are used."""
+    from ..decoding.thinking import generate_reasoning
+
+    st = cfg.self_traces
+    rows = sid_rows(reasoning, sid_by_item, cfg.prompt, st.max_samples, cfg.seed, source)
+    texts = [prompts.chat_prompt(tokenizer, r["prompt"][0]["content"]) for r in rows]
+    traces = generate_reasoning(model, tokenizer, texts, st.max_reasoning_tokens, st.batch_size,
+                                desc="own reasoning", max_sid_tokens=st.max_reasoning_sid_tokens)
+    out = []
+    for row, (trace,) in zip(rows, traces):
+        out.append({"task": SELF_TRACE_TASK, "prompt": row["prompt"],
+                    "completion": [{"role": "assistant", "content": prompts.thinking_response(trace.text,
+                                                                                            row["target_sid"])}],
+                    "completion_context": prompts.thinking_response(trace.text, "")})
+    closed = sum(not t.forced for (t,) in traces) / len(traces)
+    return out, closed
+
+
 def train(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path,
           sid_tokens: Sequence[str] | None = None, callbacks: Sequence = (), checkpoint_store=None):
     """Run (or resume) the SFT; returns the `training.sft.SFTResult`."""
@@ -41,3 +66,10 @@ def train(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path
 
     return train_sft(model_ref, recs, None, cfg.train, work_dir, sid_tokens=sid_tokens, callbacks=callbacks,
                      checkpoint_store=checkpoint_store)
+
+
+def train_on_own_traces(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path, checkpoint_store=None):
+    """The second SFT of `self_traces` (its own options and checkpoints); returns the `SFTResult`."""
+    from ..training.sft import train_sft
+
+    return train_sft(model_ref, recs, None, cfg.self_traces.train, work_dir, checkpoint_store=checkpoint_store)

@@ -32,6 +32,41 @@ def coldstart_sft_defaults():
                       early_stopping_patience=None, eval_steps=200, logging_steps=10)
 
 
+def self_trace_sft_defaults():
+    """One epoch at lr 1e-4 over short rows (prompt + own trace + SID; the loss is on the SID alone)."""
+    return SFTOptions(learning_rate=1e-4, num_train_epochs=1.0, per_device_train_batch_size=32,
+                      gradient_accumulation_steps=1, max_length=256, eval_strategy="no",
+                      early_stopping_patience=None, warmup_ratio=0.0, logging_steps=10)
+
+
+class SelfTraceConfig(StageConfig):
+    """Answer after its own reasoning (not in the paper): once the cold-start SFT has taught the format, the
+    model writes its greedy trace for each training sample, exactly as thinking mode will at test time, and
+    a second short SFT trains the target SID after that trace (loss on the SID only; the trace is given).
+
+    Why: the cold-start SFT puts every SID after a teacher's trace, whose last sentence names the target's
+    type and brand (the teacher saw the target, paper §3.2.3). At test time the SID follows the model's own
+    trace instead, a guess that is usually wrong, and a model trained only on the teacher's traces trusts it.
+    Training on its own traces closes that gap between training and inference."""
+
+    enabled: bool = Field(False, description="run the second SFT on the model's own traces (off: the paper's "
+                                             "cold-start alone)")
+    max_samples: int | None = Field(None, ge=1, description="training samples to write traces for (None: every "
+                                                            "sample of the corpus's reasoning table)")
+    max_reasoning_tokens: int = Field(64, ge=1, description="greedy reasoning budget (as evaluate's)")
+    max_reasoning_sid_tokens: int | None = Field(
+        0, ge=0, description="SID tokens allowed inside a trace (as evaluate.max_reasoning_sid_tokens)")
+    batch_size: int = Field(64, ge=1, description="prompts per generation batch")
+    train: SFTOptions = Field(default_factory=self_trace_sft_defaults, description="the shared SFT options")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _on_defaults(cls, v):
+        if isinstance(v, dict):
+            return {**self_trace_sft_defaults().model_dump(), **v}
+        return v
+
+
 class ColdStartConfig(StageConfig):
     """Cold-start reasoning activation: SFT on `<think>\\n{reasoning}\\n</think>\\n\\n{SID}` (paper §3.3.1)."""
 
@@ -48,6 +83,8 @@ class ColdStartConfig(StageConfig):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: SFTOptions = Field(default_factory=coldstart_sft_defaults,
                               description="the shared SFT options (checkpoints every eval_steps)")
+    self_traces: SelfTraceConfig = Field(default_factory=SelfTraceConfig,
+                                         description="then train the SID after the model's own traces")
 
     @field_validator("train", mode="before")
     @classmethod

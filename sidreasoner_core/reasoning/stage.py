@@ -176,26 +176,55 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     parents = [model_in, dataset, sids, corpus]
     if not config.enabled:
         return _pass_through(config, model_in, table, out, parents, COLDSTART_CURVES)
-    recs = coldstart.records(coldstart.read_reasoning(corpus.path), table.sid_by_item, config,
-                             source=f"{corpus.uri}/{USER_REASONING_FILE}")
+    source = f"{corpus.uri}/{USER_REASONING_FILE}"
+    reasoning = coldstart.read_reasoning(corpus.path)
+    recs = coldstart.records(reasoning, table.sid_by_item, config, source=source)
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     tokens = _sid_tokens(model_in, table)
     ref = _model_ref(config.model, model_in)
     store = persistent_store("coldstart", work / CHECKPOINTS, config.train.resume)
+    stores = [store]
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
                                  callbacks=[curve_callback(curves)], checkpoint_store=store)
-    rows = curves.rows()
-    losses = [r["loss"] for r in rows if "loss" in r]
-    metrics = {**result.metrics(), "samples": float(len(recs)), "wall_s": time.time() - t0,
-               **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
+        rows = curves.rows()
+        losses = [r["loss"] for r in rows if "loss" in r]
+        metrics = {**result.metrics(), "samples": float(len(recs)),
+                   **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
+        if config.self_traces.enabled:
+            result, own_metrics, own_store = _answer_after_own_traces(config, result, reasoning, table, work, source)
+            metrics.update(own_metrics)
+            stores.append(own_store)
+    metrics["wall_s"] = time.time() - t0
     art = _publish(out, config, parents=parents, model_ref=ref, model=result.model, tokenizer=result.tokenizer,
                    sid_tokens=tokens, metrics=metrics, rows=rows, curves=COLDSTART_CURVES)
     shutil.rmtree(work, ignore_errors=True)
-    step_state.clear(store and store.uri)  # published: a succeeded step is not retried
+    for s in stores:
+        step_state.clear(s and s.uri)  # published: a succeeded step is not retried
     log.info("coldstart metrics: %s", json.dumps(metrics, sort_keys=True))
     return art
+
+
+def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: SIDTable, work: Path, source: str):
+    """`coldstart.self_traces`: the cold-started model writes its own traces, then learns the SID after them.
+    Returns (the SFT result, its metrics prefixed `self_traces_`, its checkpoint store)."""
+    from ..models import load_model
+    from ..training.runtime import has_gpu
+    from ..training.sft import save_result
+    from . import coldstart
+
+    first = save_result(result, work / "teacher_trace_model")  # the second SFT (and its workers) start here
+    model, tok = load_model(str(first))
+    model = model.to("cuda" if has_gpu() else "cpu").eval()
+    recs, closed = coldstart.self_trace_records(model, tok, reasoning, table.sid_by_item, config, source=source)
+    del model
+    own_work = work / "self_traces"
+    store = persistent_store("coldstart_self_traces", own_work / CHECKPOINTS, config.self_traces.train.resume)
+    own = coldstart.train_on_own_traces(config, str(first), recs, own_work, checkpoint_store=store)
+    metrics = {f"self_traces_{k}": v for k, v in own.metrics().items()}
+    metrics.update(self_traces_samples=float(len(recs)), self_traces_closed_share=closed)
+    return own, metrics, store
 
 
 # ---------------------------------------------------------------- GRPO

@@ -20,6 +20,8 @@ cold-start reasoning activation (paper §3.3.1).
 
 A record is a dict with an optional "task" name (default "default") and one of
   {"prompt": [chat messages], "completion": [assistant message] | str}  loss on the completion only
+      (+ "completion_context": str, the text the rendered response starts with that is given, not trained
+      on: e.g. the model's own reasoning before the SID it is trained to answer)
   {"messages": [chat messages ending with the assistant turn]}          loss on the last assistant turn
   {"text": str}                                                          plain text, loss on every token
 Chats are rendered with the tokenizer's chat template. The prompt is rendered with the generation
@@ -131,10 +133,16 @@ def tokenize_record(record: dict, tok, index: int = 0) -> tuple[list[int], list[
         raise SFTDataError(f"{where}: the chat template does not render the prompt as a prefix of the whole chat; "
                            "cannot locate the assistant response")
     prompt_ids = _encode(tok, prompt_text)
-    completion_ids = _encode(tok, full_text[len(prompt_text):])
+    response = full_text[len(prompt_text):]
+    context = record.get("completion_context") or ""
+    if not response.startswith(context):
+        raise SFTDataError(f"{where}: field 'completion_context' is not how the rendered response starts")
+    context_ids = _encode(tok, context) if context else []
+    completion_ids = _encode(tok, response[len(context):])
     if not completion_ids:
         raise SFTDataError(f"{where}: empty assistant response")
-    return prompt_ids + completion_ids, [0] * len(prompt_ids) + [1] * len(completion_ids)
+    return (prompt_ids + context_ids + completion_ids,
+            [0] * (len(prompt_ids) + len(context_ids)) + [1] * len(completion_ids))
 
 
 def _records(data) -> list[dict]:
