@@ -49,6 +49,7 @@ def effective(config: dict) -> dict[str, object]:
         "align.gsm8k_train_rows": sum(1 for _ in open(gsm8k if gsm8k.is_absolute() else REPO / gsm8k)),
         "coldstart.epochs": cold.train.num_train_epochs if cold.train.max_steps < 0 else None,
         "coldstart.learning_rate": cold.train.learning_rate,
+        "coldstart.self_traces": cold.self_traces.enabled,
         "grpo.rollouts": grpo.num_generations,
         # completions per optimizer step / group size = prompts per step
         "grpo.batch_prompts": plan["per_device_train_batch_size"] * plan["gradient_accumulation_steps"] * world
