@@ -32,6 +32,14 @@ def coldstart_sft_defaults():
                       early_stopping_patience=None, eval_steps=200, logging_steps=10)
 
 
+def train_defaults(defaults):
+    """The `train` field's validator: a partial `train:` mapping overrides `defaults()` (the stage's own
+    values), not SFTOptions' field defaults (the alignment's)."""
+    def merge(cls, v):
+        return {**defaults().model_dump(), **v} if isinstance(v, dict) else v
+    return field_validator("train", mode="before")(merge)
+
+
 def self_trace_sft_defaults():
     """One epoch at lr 1e-4 over short rows (prompt + own trace + SID; the loss is on the SID alone)."""
     return SFTOptions(learning_rate=1e-4, num_train_epochs=1.0, per_device_train_batch_size=32,
@@ -58,13 +66,7 @@ class SelfTraceConfig(StageConfig):
         0, ge=0, description="SID tokens allowed inside a trace (as evaluate.max_reasoning_sid_tokens)")
     batch_size: int = Field(64, ge=1, description="prompts per generation batch")
     train: SFTOptions = Field(default_factory=self_trace_sft_defaults, description="the shared SFT options")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _on_defaults(cls, v):
-        if isinstance(v, dict):
-            return {**self_trace_sft_defaults().model_dump(), **v}
-        return v
+    _train_defaults = train_defaults(self_trace_sft_defaults)
 
 
 class ColdStartConfig(StageConfig):
@@ -85,14 +87,7 @@ class ColdStartConfig(StageConfig):
                               description="the shared SFT options (checkpoints every eval_steps)")
     self_traces: SelfTraceConfig = Field(default_factory=SelfTraceConfig,
                                          description="then train the SID after the model's own traces")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _on_coldstart_defaults(cls, v):
-        # A partial `train:` mapping overrides the cold-start defaults, not the alignment's.
-        if isinstance(v, dict):
-            return {**coldstart_sft_defaults().model_dump(), **v}
-        return v
+    _train_defaults = train_defaults(coldstart_sft_defaults)
 
 
 class RewardConfig(StageConfig):
