@@ -8,14 +8,25 @@ CPU without native bf16 (AVX-512 BF16 or AMX) the pipeline trains it in fp32, an
 measures the emulated bf16 that a preset's bf16 used to mean there. The first configuration is the
 baseline of the speed-ups. Ends with one JSON line.
 
+`--align-run RUN_DIR` measures instead on the rows a preset's alignment trains on (its task mix:
+short history rows beside longer reasoning rows), read from a finished `sidreasoner run`, with the
+preset's scratch model and vocabulary; a third field of a config names the batch order
+(`training.sampling`): random batches are padded to their longest row, `length_batches` are not.
+Any N steps of either order are a random sample of the epoch's batches, so the mean step time
+times the steps per epoch estimates the epoch.
+
     .venv/bin/python bench/sft_speed.py [--steps 6] [--batch 64] [--configs all:fp32,labelled:fp32,labelled:bf16]
+    .venv/bin/python bench/sft_speed.py --align-run runs/<run> --preset default --steps 40 \
+        --configs labelled:fp32:random,labelled:fp32:length_batches
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,8 +49,28 @@ def alignment_rows(n: int, history: int = 10, codes: int = 256, seed: int = 0) -
     return rows, sidlib.vocabulary(levels=3, codes_per_level=codes)
 
 
+def preset_alignment(run_dir: Path, preset: str) -> tuple[list[dict], list[str], str]:
+    """(train rows, SID tokens, model path): what `preset`'s alignment trains on, from a finished run's
+    dataset, SIDs and corpus artifacts."""
+    from sidreasoner_core.align.config import AlignConfig
+    from sidreasoner_core.align.stage import training_records, vocabulary_texts
+    from sidreasoner_core.models import is_scratch, scratch_with_vocabulary
+    from sidreasoner_core.run_config import resolve
+    from sidreasoner_core.sid import read_sid_table
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    path = {key.split("/")[-1]: Path(a["path"]) for key, a in summary["artifacts"].items()}
+    config = AlignConfig.model_validate(resolve(preset)["align"])
+    table = read_sid_table(path["sids"])
+    inputs, train, _, _ = training_records(config, path["dataset"], table.sid_by_item, path["corpus"])
+    model = config.model
+    if config.scratch_vocab_size and is_scratch(model):
+        model = str(scratch_with_vocabulary(model, vocabulary_texts(inputs), config.scratch_vocab_size))
+    return train, table.vocabulary(), model
+
+
 def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, batch: int, scoring: str,
-            precision: str, force_bf16: bool) -> dict:
+            precision: str, force_bf16: bool, sampling: str = "random", model: str = "small-qwen3") -> dict:
     from transformers import TrainerCallback
 
     from sidreasoner_core.training import runtime
@@ -47,7 +78,7 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
 
     opts = SFTOptions(max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                       learning_rate=1e-3, logging_steps=1,
-                      precision=precision, max_length=160, seed=0)
+                      precision=precision, max_length=160, seed=0, sampling=sampling)
     forced = force_bf16 and precision == "bf16" and not runtime.cpu_has_native_bf16()
     patch = contextlib.nullcontext()
     if forced:
@@ -55,7 +86,8 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
 
         patch = mock.patch.object(runtime, "cpu_has_native_bf16", lambda: True)
     with patch:
-        trainer, _ = build_trainer("small-qwen3", rows, None, opts, work / f"{scoring}-{precision}", sid_tokens=sid_tokens)
+        trainer, _ = build_trainer(model, rows, None, opts, work / f"{scoring}-{precision}-{sampling}",
+                                   sid_tokens=sid_tokens)
         times: list[float] = []
         step_start = [0.0]
 
@@ -72,10 +104,13 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
     steady = times[1:] or times  # the first step pays for warm-up
     step_s = sum(steady) / len(steady)
     trained_as = "bf16" if trainer.args.bf16 else "fp32"
-    return {"config": f"{scoring}_{precision}{'_forced' if forced else ''}",
+    epoch_steps = math.ceil(len(trainer.train_dataset) / batch)
+    return {"config": f"{scoring}_{precision}{'_forced' if forced else ''}{'' if sampling == 'random' else '_' + sampling}",
+            # real (unpadded) tokens: a row's mean length x the batch, per second
             "trained_as": trained_as, "step_s": round(step_s, 3), "tokens_per_s": round(
-                sum(len(r) for r in trainer.train_dataset["input_ids"][:batch]) / step_s),
+                statistics.mean(map(len, trainer.train_dataset["input_ids"])) * batch / step_s),
             "loss_first_step": round(trainer.state.log_history[0]["loss"], 4),
+            "epoch_min": round(epoch_steps * step_s / 60, 2),
             "align_min_at_default_preset": round(ALIGN_STEPS_DEFAULT_PRESET * step_s / 60, 1)}
 
 
@@ -88,6 +123,8 @@ def main() -> None:
     ap.add_argument("--force-bf16", action="store_true",
                     help="train bf16 as emulated bf16 even where the CPU lacks native bf16 (the old behaviour)")
     ap.add_argument("--work", default=str(REPO / "bench_runs" / "sft_speed"))
+    ap.add_argument("--align-run", default=None, help="a finished `sidreasoner run`: measure on its alignment rows")
+    ap.add_argument("--preset", default="default", help="with --align-run: whose alignment mix and model")
     args = ap.parse_args()
 
     import torch
@@ -95,21 +132,26 @@ def main() -> None:
     from sidreasoner_core.training.runtime import cpu_has_native_bf16
 
     work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
-    rows, sid_tokens = alignment_rows(args.steps * args.batch)
+    model = "small-qwen3"
+    if args.align_run:
+        rows, sid_tokens, model = preset_alignment(Path(args.align_run), args.preset)
+    else:
+        rows, sid_tokens = alignment_rows(args.steps * args.batch)
     results = []
-    for pair in args.configs.split(","):
-        scoring, precision = pair.split(":")
-        res = measure(rows, sid_tokens, work, args.steps, args.batch, scoring, precision, args.force_bf16)
-        print(f"scoring {scoring}, precision {precision} (trained as {res['trained_as']}): {res['step_s']} s per step "
-              f"of {args.batch} rows, {res['tokens_per_s']} tokens/s; first-step loss {res['loss_first_step']}; "
-              f"alignment of the default preset ({ALIGN_STEPS_DEFAULT_PRESET} steps): {res['align_min_at_default_preset']} min",
-              flush=True)
+    for config in args.configs.split(","):
+        scoring, precision, sampling = (config.split(":") + ["random"])[:3]
+        res = measure(rows, sid_tokens, work, args.steps, args.batch, scoring, precision, args.force_bf16,
+                      sampling, model)
+        print(f"scoring {scoring}, precision {precision} (trained as {res['trained_as']}), batches {sampling}: "
+              f"{res['step_s']} s per step of {args.batch} rows, {res['tokens_per_s']} tokens/s; first-step loss "
+              f"{res['loss_first_step']}; one epoch of these rows {res['epoch_min']} min; alignment of the default "
+              f"preset ({ALIGN_STEPS_DEFAULT_PRESET} steps): {res['align_min_at_default_preset']} min", flush=True)
         results.append(res)
     base = results[0]
     figures = {f"{r['config']}_{k}": v for r in results for k, v in r.items() if k != "config"}
     figures.update({f"speedup_{r['config']}_vs_{base['config']}": round(base["step_s"] / r["step_s"], 2)
                     for r in results[1:]})
-    figures.update(steps=args.steps, batch=args.batch, threads=torch.get_num_threads(),
+    figures.update(steps=args.steps, batch=args.batch, rows=len(rows), align_run=args.align_run, threads=torch.get_num_threads(),
                    cpu_native_bf16=cpu_has_native_bf16(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     print(json.dumps(figures))
 

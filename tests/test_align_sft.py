@@ -130,9 +130,10 @@ def _crash_after(step: int):
     return Crash()
 
 
-def test_killed_run_resumes_from_checkpoint_with_same_step_count(tmp_path):
+@pytest.mark.parametrize("sampling", ["random", "length_batches"])
+def test_killed_run_resumes_from_checkpoint_with_same_step_count(tmp_path, sampling):
     recs = planted() * 3
-    o = opts(max_steps=6, eval_steps=2)
+    o = opts(max_steps=6, eval_steps=2, sampling=sampling)
     full = train_sft(TINY, recs, None, o, tmp_path / "full", sid_tokens=sidlib.vocabulary(LEVELS, CODES))
     with pytest.raises(_Crash):
         train_sft(TINY, recs, None, o, tmp_path / "killed", sid_tokens=sidlib.vocabulary(LEVELS, CODES),
@@ -177,3 +178,35 @@ def test_length_grouped_batches_reach_the_trainer(tmp_path):
     assert make_sft_config(SFTOptions(), tmp_path, None, False).train_sampling_strategy == "random"
     grouped = make_sft_config(SFTOptions(sampling="group_by_length"), tmp_path, None, False)
     assert grouped.train_sampling_strategy == "group_by_length"
+
+
+def test_length_batches_group_similar_lengths_in_random_order():
+    import torch
+
+    from sidreasoner_core.training.sampling import length_batches_order
+
+    lengths = [10] * 1005 + [50] * 400  # 140 full batches of 10 and one of 5; transformers' 5 mega-batches of 350
+    torch.manual_seed(0)
+    order = length_batches_order(lengths, 10)
+    assert sorted(order) == list(range(len(lengths)))
+    batches = [[lengths[i] for i in order[k:k + 10]] for k in range(0, len(order), 10)]
+    assert [len(b) for b in batches] == [10] * 140 + [5]  # the short batch ends the epoch
+    mixed = sum(len(set(b)) > 1 for b in batches)
+    assert mixed <= 5  # at most one mixed batch per mega-batch
+    # transformers' grouping walks each mega-batch longest first: a shorter batch is followed by a longer one
+    # only at mega-batch boundaries (4). Shuffled batches go up in length far more often.
+    rises = sum(max(a) < max(b) for a, b in zip(batches, batches[1:]))
+    assert rises > 10
+    torch.manual_seed(0)
+    assert length_batches_order(lengths, 10) == order  # the Trainer's seed fixes the order
+
+
+def test_length_batches_reach_the_trainer(tmp_path):
+    from sidreasoner_core.training.sampling import LengthBatchSampler
+
+    trainer, _ = build_trainer(TINY, planted() * 3, None, opts(sampling="length_batches"), tmp_path,
+                               sid_tokens=sidlib.vocabulary(LEVELS, CODES))
+    assert trainer.args.train_sampling_strategy == "random"  # transformers' own sampler is not used
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthBatchSampler) and len(sampler) == len(trainer.train_dataset)
+    assert sorted(sampler) == list(range(len(trainer.train_dataset)))

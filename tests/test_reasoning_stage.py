@@ -114,6 +114,12 @@ def test_coldstart_then_own_traces_publishes_one_model(inputs, tmp_path):
     assert m["global_step"] == 2 and m["self_traces_global_step"] == 3 and m["self_traces_samples"] == 4
     assert 0.0 <= m["self_traces_closed_share"] <= 1.0 and "self_traces_train_loss" in m
     assert (art.path / "model" / "config.json").is_file() and not (tmp_path / ".cs.work").exists()
+    # the second SFT's losses follow the first's in the stage's curves
+    rows = [json.loads(line) for line in (art.path / "curves.jsonl").read_text().splitlines()]
+    first = [r["step"] for r in rows if "loss" in r]
+    own = [r["step"] for r in rows if "self_traces/loss" in r]
+    assert first == [1, 2] and own == [3, 4, 5]
+    assert "self_traces/loss" in (art.path / "curves.md").read_text()
 
 
 def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):

@@ -65,6 +65,16 @@ def build_inputs(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, 
                       or config.scratch_vocab_size else None)
 
 
+def training_records(config: AlignConfig, dataset_dir: Path, sid_by_item: dict[str, str], corpus_dir: Path | None):
+    """(inputs, train, evals, counts): the multi-task records alignment trains on (paper §3.2), mixed by
+    the config's task ratios."""
+    inputs = build_inputs(config, dataset_dir, sid_by_item, corpus_dir)
+    pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed, config.reasoning_max_words)
+    train, evals, counts = mix(pools, config.effective_ratios(), config.max_per_task, config.eval_max_per_task,
+                               config.eval_tasks, config.seed)
+    return inputs, train, evals, counts
+
+
 def vocabulary_texts(inputs: TaskInputs) -> list[str]:
     """What a scratch model's tokenizer learns its words from: the catalogue's titles and brands and the
     teacher's traces (whatever the ablation; S1 cold-starts on the same traces)."""
@@ -93,10 +103,8 @@ def run(config: AlignConfig, dataset: Artifact, sids: Artifact, corpus: Artifact
     out = str(out)
     ref = model_ref or config.model
     table = read_sid_table(sids.path)
-    inputs = build_inputs(config, dataset.path, table.sid_by_item, corpus.path if corpus else None)
-    pools = task_pools(inputs, config.max_history, config.eval_max_per_task, config.seed, config.reasoning_max_words)
-    train, evals, counts = mix(pools, config.effective_ratios(), config.max_per_task, config.eval_max_per_task,
-                               config.eval_tasks, config.seed)
+    inputs, train, evals, counts = training_records(config, dataset.path, table.sid_by_item,
+                                                    corpus.path if corpus else None)
     if not train:
         raise AlignError("no training records: every task ratio is 0 or every pool is empty")
     early = EARLY_STOP_TASK if any(r["task"] == EARLY_STOP_TASK for r in evals) else None

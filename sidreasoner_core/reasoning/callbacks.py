@@ -25,14 +25,15 @@ def _trainer_callback_base():
     return TrainerCallback
 
 
-def curve_callback(curves: CurveLog):
-    """A TrainerCallback that writes every `on_log` to `curves`."""
+def curve_callback(curves: CurveLog, prefix: str = "", step_offset: int = 0):
+    """A TrainerCallback that writes every `on_log` to `curves`. A stage's second training run writes into
+    the same curves with its keys under `prefix` and its steps after the first run's (`step_offset`)."""
     Base = _trainer_callback_base()
 
     class CurveCallback(Base):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                curves.write(state.global_step, logs)
+                curves.write(step_offset + state.global_step, {prefix + k: v for k, v in logs.items()})
 
     return CurveCallback()
 

@@ -68,8 +68,10 @@ def train(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path
                      checkpoint_store=checkpoint_store)
 
 
-def train_on_own_traces(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path, checkpoint_store=None):
+def train_on_own_traces(cfg: ColdStartConfig, model_ref: str, recs: list[dict], work_dir: Path, checkpoint_store=None,
+                        callbacks=()):
     """The second SFT of `self_traces` (its own options and checkpoints); returns the `SFTResult`."""
     from ..training.sft import train_sft
 
-    return train_sft(model_ref, recs, None, cfg.self_traces.train, work_dir, checkpoint_store=checkpoint_store)
+    return train_sft(model_ref, recs, None, cfg.self_traces.train, work_dir, checkpoint_store=checkpoint_store,
+                     callbacks=callbacks)

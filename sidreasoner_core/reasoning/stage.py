@@ -116,7 +116,8 @@ class CurveSpec:
 GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
                 "rewards/likelihood_reward/mean"),
                ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
-COLDSTART_PANELS = (("loss",),)
+SELF_TRACES_CURVE_PREFIX = "self_traces/"  # the second SFT of `coldstart.self_traces`, after the first's steps
+COLDSTART_PANELS = (("loss", SELF_TRACES_CURVE_PREFIX + "loss"),)
 CURVES_PNG = "curves.png"
 
 GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
@@ -124,7 +125,8 @@ GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_rew
                    "sid/parsed_share", "reasoning/think_closed_share", "completions/clipped_ratio",
                    "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
                    "eval/reasoning_tokens")
-COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss")
+COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss",
+                        SELF_TRACES_CURVE_PREFIX + "loss")
 GRPO_CURVES = CurveSpec("GRPO", GRPO_CURVE_KEYS, GRPO_PANELS)
 COLDSTART_CURVES = CurveSpec("Cold-start activation", COLDSTART_CURVE_KEYS, COLDSTART_PANELS)
 
@@ -193,9 +195,11 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
         metrics = {**result.metrics(), "samples": float(len(recs)),
                    **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
         if config.self_traces.enabled:
-            result, own_metrics, own_store = _answer_after_own_traces(config, result, reasoning, table, work, source)
+            result, own_metrics, own_store = _answer_after_own_traces(config, result, reasoning, table, work, source,
+                                                                      curves)
             metrics.update(own_metrics)
             stores.append(own_store)
+            rows = curves.rows()
     metrics["wall_s"] = time.time() - t0
     art = _publish(out, config, parents=parents, model_ref=ref, model=result.model, tokenizer=result.tokenizer,
                    sid_tokens=tokens, metrics=metrics, rows=rows, curves=COLDSTART_CURVES)
@@ -206,9 +210,11 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     return art
 
 
-def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: SIDTable, work: Path, source: str):
+def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: SIDTable, work: Path, source: str,
+                             curves: CurveLog):
     """`coldstart.self_traces`: the cold-started model writes its own traces, then learns the SID after them.
-    Returns (the SFT result, its metrics prefixed `self_traces_`, its checkpoint store)."""
+    Returns (the SFT result, its metrics prefixed `self_traces_`, its checkpoint store). Its losses join
+    `curves` as `self_traces/...`, at steps after the first SFT's."""
     from ..models import load_model
     from ..training.runtime import has_gpu
     from ..training.sft import save_result
@@ -221,7 +227,8 @@ def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: 
     del model
     own_work = work / "self_traces"
     store = persistent_store("coldstart_self_traces", own_work / CHECKPOINTS, config.self_traces.train.resume)
-    own = coldstart.train_on_own_traces(config, str(first), recs, own_work, checkpoint_store=store)
+    own = coldstart.train_on_own_traces(config, str(first), recs, own_work, checkpoint_store=store, callbacks=[
+        curve_callback(curves, prefix=SELF_TRACES_CURVE_PREFIX, step_offset=result.global_step)])
     metrics = {f"self_traces_{k}": v for k, v in own.metrics().items()}
     metrics.update(self_traces_samples=float(len(recs)), self_traces_closed_share=closed)
     return own, metrics, store

@@ -43,9 +43,10 @@ class SFTOptions(StageConfig):
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", **PRECISION_FIELD)
     gradient_checkpointing: bool = False
-    sampling: Literal["random", "group_by_length"] = Field(
+    sampling: Literal["random", "group_by_length", "length_batches"] = Field(
         "random", description="group_by_length: batches of similar lengths (less padding when a few long tasks "
-                              "are mixed into many short ones)")
+                              "are mixed into many short ones), each mega-batch walked longest first; "
+                              "length_batches: the same batches in random order (training.sampling)")
     num_gpus: int = Field(1, ge=1, **NUM_GPUS_FIELD)
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", **DEEPSPEED_FIELD)
     sid_embedding_init: Literal["mean", "random"] = Field(

@@ -215,6 +215,15 @@ def _trainer_class():
         """SFTTrainer that logs the training loss per task (`loss_<task>`)."""
 
         task_names: list[str] = []
+        length_batches: bool = False  # SFTOptions.sampling "length_batches" (training.sampling)
+
+        def _get_train_sampler(self, train_dataset=None):
+            if not self.length_batches:
+                return super()._get_train_sampler(train_dataset)
+            from .sampling import LengthBatchSampler
+
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthBatchSampler([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
@@ -284,6 +293,8 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
         metric_for_best_model=metric if eval_strategy != "no" else None,
         greater_is_better=False if metric else None,
         data_seed=opts.seed,
+        # ours, not a transformers strategy: the trainer's own sampler (`_trainer_class`)
+        **({"train_sampling_strategy": "random"} if opts.sampling == "length_batches" else {}),
         completion_only_loss=True,
         packing=False,
         report_to="none",
@@ -363,6 +374,7 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
 
     Trainer = _trainer_class()
     Trainer.task_names = tasks
+    Trainer.length_batches = opts.sampling == "length_batches"
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       eval_dataset=eval_by_task or None, processing_class=tok,
                       data_collator=TaskCollator(tok.pad_token_id), callbacks=cbs)

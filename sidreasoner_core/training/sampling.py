@@ -1,0 +1,41 @@
+"""Training-batch order for SFT: batches of similar length, visited in random order.
+
+Alignment mixes short rows (a SID history -> the next SID, ~77 tokens) with longer ones (the user
+reasoning rows, ~143): batches drawn at random are padded to their longest row, and half of every
+step's tokens were padding (docs/quality.md). transformers' `group_by_length` removes the padding
+but walks each mega-batch from its longest rows to its shortest, so the tasks arrive in waves;
+shuffling the batches after grouping keeps the padding low and the task mix of every stretch of
+steps that of random batches.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def length_batches_order(lengths: Sequence[int], batch_size: int) -> list[int]:
+    """Row indices in an order whose consecutive `batch_size` slices have similar lengths, those slices
+    shuffled. Uses torch's global RNG, as transformers' samplers do, so the Trainer's seeding (and its
+    saved RNG state on resume) fixes the order. The one short batch, if any, stays last so that every
+    other slice is whole."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order = get_length_grouped_indices(list(lengths), batch_size)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # a short slice only ends a mega-batch; at most the last one of the epoch is short
+    short = [b for b in batches if len(b) < batch_size]
+    full = [b for b in batches if len(b) == batch_size]
+    return [i for k in torch.randperm(len(full)).tolist() for i in full[k]] + [i for b in short for i in b]
+
+
+class LengthBatchSampler:
+    """A `torch.utils.data.Sampler` over `length_batches_order` (a new order each epoch)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int):
+        self.lengths, self.batch_size = list(lengths), batch_size
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        return iter(length_batches_order(self.lengths, self.batch_size))
