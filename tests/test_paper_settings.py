@@ -55,6 +55,8 @@ def effective(config: dict) -> dict[str, object]:
         "grpo.batch_prompts": plan["per_device_train_batch_size"] * plan["gradient_accumulation_steps"] * world
         // grpo.num_generations,
         "grpo.kl": grpo.beta,
+        # the upper clip bound TRL uses: epsilon_high, else epsilon
+        "grpo.clip": (grpo.epsilon, grpo.epsilon if grpo.epsilon_high is None else grpo.epsilon_high),
         "grpo.format_weight": grpo.reward.format_weight,
         "grpo.likelihood_weight": grpo.reward.likelihood_weight,
         "grpo.learning_rate": grpo.learning_rate if grpo.warmup_ratio == 0 else None,

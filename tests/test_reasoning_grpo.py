@@ -106,6 +106,12 @@ def test_paper_defaults_and_vllm_regex():
         GRPOStageConfig(use_vllm=True, vllm_mode="server")
 
 
+def test_clip_higher_reaches_trl(planted, tmp_path):
+    assert grpo.grpo_args(small_config(), tmp_path, planted["catalogue"], [1.0, 0.1]).epsilon_high is None  # = epsilon
+    args = grpo.grpo_args(small_config(epsilon_high=0.28), tmp_path, planted["catalogue"], [1.0, 0.1])
+    assert (args.epsilon, args.epsilon_high) == (0.2, 0.28)
+
+
 def test_vllm_needs_vllm(planted, tmp_path):
     with pytest.raises(RuntimeError, match="needs vLLM"):
         grpo.grpo_args(small_config(use_vllm=True), tmp_path, planted["catalogue"], [1.0, 0.1])

@@ -121,6 +121,10 @@ class GRPOStageConfig(StageConfig):
     top_p: float = Field(1.0, gt=0, le=1)
     beta: float = Field(1e-3, ge=0, description="KL coefficient (k3 estimator as a loss term)")
     epsilon: float = Field(0.2, gt=0, description="PPO clip range")
+    epsilon_high: float | None = Field(
+        None, gt=0, description="upper clip bound (None: epsilon, the paper's symmetric clip). DAPO's clip-higher "
+                                "(0.28) lets rare tokens' probabilities rise further, against the collapse of the "
+                                "rollouts' spread (docs/quality.md: zero-spread groups 9% -> 89% over an epoch)")
     learning_rate: float = Field(1e-6, gt=0, description="paper: 5e-7 to 1e-6")
     max_completion_length: int = Field(1024, ge=4, description="reasoning + SID tokens per rollout")
     num_iterations: int = Field(1, ge=1, description="policy updates per generated batch (μ)")
