@@ -4,8 +4,9 @@ Alignment mixes short rows (a SID history -> the next SID, ~77 tokens) with long
 reasoning rows, ~143): batches drawn at random are padded to their longest row, and half of every
 step's tokens were padding (docs/quality.md). transformers' `group_by_length` removes the padding
 but walks each mega-batch from its longest rows to its shortest, so the tasks arrive in waves;
-shuffling the batches after grouping keeps the padding low and the task mix of every stretch of
-steps that of random batches.
+shuffling the batches after grouping keeps the padding low and spreads the tasks over the epoch.
+Each batch is still (nearly) one task, though: on `make run` alignment ran 1.39x faster and R@10 fell
+14% (docs/quality.md, session 15), so the presets keep random batches.
 """
 from __future__ import annotations
 
