@@ -190,16 +190,16 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
                                  callbacks=[curve_callback(curves)], checkpoint_store=store)
-        rows = curves.rows()
-        losses = [r["loss"] for r in rows if "loss" in r]
-        metrics = {**result.metrics(), "samples": float(len(recs)),
-                   **({"loss_first": losses[0], "loss_last": losses[-1]} if losses else {})}
+        metrics = {**result.metrics(), "samples": float(len(recs))}
         if config.self_traces.enabled:
             result, own_metrics, own_store = _answer_after_own_traces(config, result, reasoning, table, work, source,
                                                                       curves)
             metrics.update(own_metrics)
             stores.append(own_store)
-            rows = curves.rows()
+    rows = curves.rows()  # both SFTs' (the second's under `self_traces/`)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    if losses:
+        metrics.update(loss_first=losses[0], loss_last=losses[-1])
     metrics["wall_s"] = time.time() - t0
     art = _publish(out, config, parents=parents, model_ref=ref, model=result.model, tokenizer=result.tokenizer,
                    sid_tokens=tokens, metrics=metrics, rows=rows, curves=COLDSTART_CURVES)
