@@ -130,6 +130,12 @@ def grpo_again(run_dir: Path, grpo: dict, batch_size: int) -> Path:
     return out / "eval"
 
 
+def published(grpo_model: Path) -> dict:
+    """Which GRPO step the artifact holds (`grpo.publish`; 0 = the cold-started input) and how many ran."""
+    m = json.loads((grpo_model / "manifest.json").read_text()).get("metrics", {})
+    return {k: m[k] for k in ("published_step", "train_steps") if k in m}
+
+
 def in_top10(ranks: "pd.Series") -> "pd.Series":
     """Whether each target is in the top 10 (rank is 0-based, -1 = not in the ranked list)."""
     return ranks.between(0, 9)
@@ -181,6 +187,8 @@ def run_figures(run_dir: Path, batch_size: int, rescore: dict | None = None, grp
     for name, v in out.items():
         if v and "thinking" in name and name in figs:
             figs[name]["self_closed"] = 1 - v.get("forced_close_rate", 1.0)
+    grpo_model = evaluation.parent / "model" if grpo else find(run_dir, "grpo-op/model")
+    figs["GRPO policy"] = published(grpo_model)
     figs["best-of-N before RL"] = {f"n{i + 1}": x for i, x in enumerate(cs.get("best_of_n_curve", []))}
     figs["best-of-N after RL"] = {f"n{i + 1}": x for i, x in enumerate(m.get("best_of_n_curve", []))}
     if not rescore:  # the greedy traces' spread (the rescored ones are sampled)

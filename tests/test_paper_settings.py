@@ -61,6 +61,7 @@ def effective(config: dict) -> dict[str, object]:
         "grpo.likelihood_weight": grpo.reward.likelihood_weight,
         "grpo.learning_rate": grpo.learning_rate if grpo.warmup_ratio == 0 else None,
         "grpo.max_completion_length": grpo.max_completion_length,
+        "grpo.publish": grpo.publish,
         "evaluate.beams": stage["evaluate"].num_beams,
     }
 

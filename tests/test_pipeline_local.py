@@ -130,6 +130,8 @@ def test_quality_bench_reads_a_finished_run(local_run):
     cold = json.loads((Path(local_run["run_dir"]) / "coldstart_eval" / "metrics.json").read_text())
     assert "direct" not in cold and len(cold["best_of_n_curve"]) == len(figs["best-of-N before RL"]) == 16
     assert 0 <= figs["cold-start only (thinking)"]["self_closed"] <= 1
+    grpo = _artifact(local_run, "grpo-op/model").manifest["metrics"]  # the smoke preset publishes the last step
+    assert figs["GRPO policy"] == {"published_step": grpo["train_steps"], "train_steps": grpo["train_steps"]}
     paired = figs.get(bench.BOOTSTRAP, {})  # the RL gain on the same test samples, with its interval
     gain = "thinking after RL / cold-start thinking (RL gain)"  # both on the same thinking samples
     if figs["cold-start only (thinking)"]["recall@10"]:
@@ -208,6 +210,7 @@ def test_quality_bench_trains_a_runs_cold_started_model_again(local_run):
     scored = json.loads((again / "eval" / "metrics.json").read_text())
     assert figs["model (thinking)"]["recall@10"] == scored["thinking"]["recall@10"]
     assert figs["model (direct)"]["recall@10"] == scored["direct"]["recall@10"]
+    assert figs["GRPO policy"] == {"published_step": 1, "train_steps": 1}
     metrics = json.loads((_artifact(local_run, "evaluate-op/evaluation").path / "metrics.json").read_text())
     assert figs["SASRec"]["recall@10"] == metrics["sasrec"]["recall@10"]  # the baselines stay the run's
     assert bench.run_figures(run_dir, batch_size=8, grpo=grpo) == figs   # cached: read back, not trained again

@@ -51,6 +51,45 @@ def test_grpo_raises_expected_reward_on_planted_task(planted, tmp_path):
         assert key in logged, key
 
 
+def _weights_sum(state_dict) -> float:
+    return float(sum(t.detach().double().sum() for t in state_dict.values()))
+
+
+@pytest.mark.parametrize("scripted, published", [((0.1, 0.3, 0.2, 0.2), 1), ((0.2, 0.2, 0.1, 0.2), 0),
+                                                 ((0.1, 0.1, 0.2, 0.3), 3)])
+def test_best_validation_policy_is_kept_and_chosen(planted, tmp_path, monkeypatch, scripted, published):
+    """`grpo.publish: best_validation`: real GRPO steps with the validation Recall@10 scripted per step, so
+    the best is the input (step 0, ties included), a middle step or the last; the chosen policy has the
+    weights the measurement saw at that step, and only one kept best is on disk."""
+    from transformers import AutoModelForCausalLM
+
+    from sidreasoner_core.reasoning import callbacks
+    from sidreasoner_core.reasoning.stage import published_policy
+
+    seen: dict[int, float] = {}
+
+    def scripted_recall(model, *args, **kwargs):
+        step = len(seen)
+        seen[step] = _weights_sum(model.state_dict())
+        return {"recall@10": scripted[step]}
+
+    monkeypatch.setattr(callbacks, "thinking_recall", scripted_recall)
+    cfg = small_config(max_steps=3, eval_samples=2, eval_steps=1, publish="best_validation")
+    curves = CurveLog(tmp_path / "curves.jsonl")
+    work = tmp_path / "work"
+    recall = callbacks.recall_callback(curves, planted["rows"][:2], list(planted["catalogue"].item_by_sid), cfg,
+                                       best_dir=work)
+    info = grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], work / "ckpt", work / "final",
+                      callbacks=[curve_callback(curves), recall])
+    assert sorted(seen) == [0, 1, 2, 3] and len(set(seen.values())) == 4  # every step moved the weights
+    kept = callbacks.best_saved(work)
+    assert len(kept) <= 1 and set(kept) <= {1, 2}  # the input and the last policy are not copied
+    step, chosen = published_policy(curves.rows(), {0: planted["model"], **kept, info["train_steps"]: work / "final"})
+    assert step == published
+    weights = AutoModelForCausalLM.from_pretrained(chosen).state_dict()
+    assert _weights_sum(weights) == pytest.approx(seen[published], abs=1e-6)
+
+
 class Crash(Exception):
     pass
 

@@ -159,6 +159,34 @@ def test_grpo_component_logs_curves_and_recall(inputs, tmp_path):
     assert [h.step for h in client.get_metric_history(run.info.run_id, "reward")] == [1, 2]
 
 
+def test_grpo_stage_keeps_its_input_when_the_validation_recall_does_not_rise(inputs, tmp_path, monkeypatch):
+    """`grpo.publish: best_validation` in the stage: the scripted validation Recall@10 never beats step 0's,
+    so the artifact republishes the input model (the weights themselves: tests/test_reasoning_grpo.py)."""
+    from sidreasoner_core.reasoning import callbacks
+    from sidreasoner_core.reasoning.config import GRPOStageConfig
+    from sidreasoner_core.reasoning.stage import run_grpo
+
+    scripted = iter((0.2, 0.2, 0.1))
+    monkeypatch.setattr(callbacks, "thinking_recall", lambda *a, **k: {"recall@10": next(scripted)})
+    cfg = GRPOStageConfig(publish="best_validation", num_generations=2, prompts_per_step=2,
+                          per_device_train_batch_size=4, max_completion_length=8, max_samples=8, eval_samples=2,
+                          eval_steps=1, max_steps=2, save_steps=10)
+    art = run_grpo(cfg, str(inputs["model"]), inputs["dataset"], inputs["sids"], str(tmp_path / "grpo"))
+    assert art.manifest["metrics"]["published_step"] == 0 and art.manifest["metrics"]["train_steps"] == 2
+    assert (art.path / "model" / "model.safetensors").read_bytes() == (inputs["model"] / "model.safetensors").read_bytes()
+    assert not (tmp_path / ".grpo.work").exists()
+
+
+def test_published_policy_prefers_the_earlier_step_and_falls_back_to_the_last(tmp_path):
+    from sidreasoner_core.reasoning.stage import published_policy
+
+    cands = {0: tmp_path / "in", 40: tmp_path / "best-40", 162: tmp_path / "final"}
+    rows = [{"step": 0, "eval/recall@10": 0.10}, {"step": 40, "eval/recall@10": 0.10}, {"step": 80, "eval/recall@10": 0.2},
+            {"step": 162, "eval/recall@10": 0.09}]
+    assert published_policy(rows, cands) == (0, tmp_path / "in")  # step 80's policy was not kept: not a candidate
+    assert published_policy([{"step": 3, "reward": 1.0}], cands) == (162, tmp_path / "final")
+
+
 def test_cli_bad_sids_is_clear(inputs, tmp_path):
     from typer.testing import CliRunner
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Sequence
 
 
 from ..curves import CURVES_FILE, CurveLog  # noqa: F401 (the stages import them from here)
 
 log = logging.getLogger(__name__)
+
+RECALL_KEY = "eval/recall@10"
 
 
 def _trainer_callback_base():
@@ -63,9 +68,37 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
     return out
 
 
-def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], cfg):
+BEST_PREFIX = "best-"  # `<work>/best-<step>`: the policy at the best validation Recall@10 so far
+
+
+def best_saved(work_dir: Path) -> dict[int, Path]:
+    """{step: directory} of the kept best policies (complete ones only: they are renamed into place)."""
+    out = {}
+    for d in Path(work_dir).glob(BEST_PREFIX + "*"):
+        if d.is_dir() and d.name[len(BEST_PREFIX):].isdigit():
+            out[int(d.name[len(BEST_PREFIX):])] = d
+    return out
+
+
+def _keep_best(model, tokenizer, work_dir: Path, step: int) -> None:
+    """Save the policy as `best-<step>` (built aside, renamed into place) and drop the earlier best."""
+    tmp = work_dir / f".{BEST_PREFIX}{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(work_dir / f"{BEST_PREFIX}{step}", ignore_errors=True)  # a re-run of the same step
+    os.replace(tmp, work_dir / f"{BEST_PREFIX}{step}")
+    for old, d in best_saved(work_dir).items():
+        if old != step:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequence[str], cfg,
+                    best_dir: Path | None = None):
     """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `cfg.eval_steps` steps and at
-    the end, with the GRPO config's evaluation settings (`eval_*`)."""
+    the end, with the GRPO config's evaluation settings (`eval_*`). With `best_dir`, a policy that beats
+    every earlier measurement (the input's at step 0 included, read back from `curves` on a resume) is
+    saved there as `best-<step>` (`best_saved`), so the stage can publish it (`grpo.publish`)."""
     every = cfg.eval_steps
     max_reasoning_tokens = cfg.eval_max_reasoning_tokens or cfg.max_completion_length
     Base = _trainer_callback_base()
@@ -76,8 +109,10 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
             self.prompts: list[str] | None = None
             self.done: set[int] = set()
             self.last: dict[str, float] = {}
+            earlier = [r[RECALL_KEY] for r in curves.rows() if RECALL_KEY in r]
+            self.best = max(earlier, default=None)
 
-        def _measure(self, state, model, tokenizer):
+        def _measure(self, state, model, tokenizer, keep: bool = True):
             if state.global_step in self.done or not state.is_world_process_zero:
                 return
             from ..decoding.constrained import SIDTrie
@@ -93,16 +128,20 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
             self.last = {f"eval/{k}": v for k, v in m.items()}
             curves.write(state.global_step, self.last)
             log.info("step %d: %s", state.global_step, json.dumps(self.last))
+            value = self.last[RECALL_KEY]
+            if self.best is not None and value > self.best and best_dir is not None and keep and state.global_step:
+                _keep_best(model, tokenizer, best_dir, state.global_step)
+            self.best = value if self.best is None else max(self.best, value)
 
         def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
             if state.global_step == 0:
                 self._measure(state, model, processing_class)
 
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
-            if state.global_step % every == 0:
-                self._measure(state, model, processing_class)
+            if state.global_step % every == 0:  # the last step's policy is published as `final` anyway
+                self._measure(state, model, processing_class, keep=state.global_step < state.max_steps)
 
         def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
-            self._measure(state, model, processing_class)
+            self._measure(state, model, processing_class, keep=False)
 
     return RecallCallback()

@@ -152,6 +152,11 @@ class GRPOStageConfig(StageConfig):
     eval_reasoning_samples: int = Field(
         0, ge=0, description="sampled traces per validation prompt, p(SID | trace) averaged (as "
                              "evaluate.reasoning_samples; 0 = greedy reasoning)")
+    publish: Literal["final", "best_validation"] = Field(
+        "final", description="which policy the stage publishes: the last step's (the paper's), or the one with the "
+                             "best validation Recall@10 among every measurement, the input's at step 0 included "
+                             "(ties go to the earlier step; needs eval_samples > 0). GRPO that does not lift the "
+                             "validation curve then leaves the cold-started model as it was")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)

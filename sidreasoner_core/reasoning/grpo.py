@@ -203,12 +203,13 @@ RESULT_FILE = "grpo_result.json"
 
 def launch(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
            output_dir: Path, final_dir: Path, curves_path: Path | None = None, eval_rows: list[dict] = (),
-           checkpoint_store: CheckpointStore | None = None) -> dict:
+           checkpoint_store: CheckpointStore | None = None, best_dir: Path | None = None) -> dict:
     """Run GRPO in `num_gpus` processes (DDP or DeepSpeed ZeRO); returns what `train` returns."""
     payload = {"config": cfg.model_dump(mode="json"), "model_dir": str(model_dir), "train_rows": train_rows,
                "sid_by_item": catalogue.sid_by_item, "output_dir": str(output_dir), "final_dir": str(final_dir),
                "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows),
-               "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None}
+               "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None,
+               "best_dir": str(best_dir) if best_dir else None}
     launcher.launch("sidreasoner_core.reasoning.grpo:worker", payload, output_dir, num_gpus=cfg.cluster.num_gpus,
                     deepspeed=cfg.cluster.deepspeed, precision=cfg.cluster.precision)
     return json.loads((output_dir / RESULT_FILE).read_text())
@@ -226,7 +227,9 @@ def worker(payload: dict, job_dir: Path) -> None:
         callbacks.append(curve_callback(curves))
         if payload["eval_rows"] and cfg.cluster.deepspeed != "zero3":
             # rank-0 generation needs whole weights: with ZeRO-3 shards the evaluation stage measures instead
-            callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg))
+            best_dir = Path(payload["best_dir"]) if payload.get("best_dir") else None
+            callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg,
+                                             best_dir=best_dir))
     store = CheckpointStore(payload["checkpoint_store"]) if payload.get("checkpoint_store") else None
     info = train(cfg, Path(payload["model_dir"]), payload["train_rows"], catalogue, Path(payload["output_dir"]),
                  Path(payload["final_dir"]), callbacks, store)

@@ -32,7 +32,7 @@ from ..sid import SIDTable, read_sid_table
 from ..training import launch as launcher
 from ..training.checkpoints import CHECKPOINTS, persistent_store, work_dir_for
 from ..training.runtime import cpu_threads
-from .callbacks import CURVES_FILE, CurveLog, curve_callback, recall_callback
+from .callbacks import CURVES_FILE, RECALL_KEY, CurveLog, best_saved, curve_callback, recall_callback
 from .config import ColdStartConfig, GRPOStageConfig
 from .samples import ReasoningDataError, sid_rows
 
@@ -261,6 +261,22 @@ def _summary(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+def published_policy(rows: list[dict], candidates: dict[int, Path]) -> tuple[int, Path]:
+    """`grpo.publish: best_validation`: (step, directory) of the candidate policy (step 0 = the input, the
+    kept best, the last step's) with the highest validation Recall@10 in `rows`; ties go to the earlier
+    step (fewer updates away from the input). The last step's when none was measured."""
+    measured = {int(r["step"]): r[RECALL_KEY] for r in rows if RECALL_KEY in r}
+    scored = [s for s in candidates if s in measured]
+    if not scored:
+        log.warning("grpo.publish best_validation: no Recall@10 measured; publishing the last step's policy")
+        last = max(candidates)
+        return last, candidates[last]
+    step = min(scored, key=lambda s: (-measured[s], s))
+    log.info("grpo: publishing the policy of step %d (validation Recall@10 %.4f; %s)", step, measured[step],
+             ", ".join(f"step {s}: {measured[s]:.4f}" for s in sorted(scored)))
+    return step, candidates[step]
+
+
 def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifact, sids: Artifact, out: str,
              work_dir: str | Path | None = None, tracker=None) -> Artifact:
     from ..models import resolve_model_dir
@@ -277,15 +293,17 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
+    keep_best = config.publish == "best_validation" and bool(eval_rows)
     if eval_rows:
-        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config))
+        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config,
+                                         best_dir=work if keep_best else None))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
     store = persistent_store("grpo", work / CHECKPOINTS, config.resume)
     if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):
         # several GPUs / ZeRO: the same training in `accelerate launch` workers
         info = grpo.launch(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
-                           curves.path, eval_rows, checkpoint_store=store)
+                           curves.path, eval_rows, checkpoint_store=store, best_dir=work if keep_best else None)
         if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
             for row in curves.rows():
                 tracker.log_metrics({mlflow_name(k): v for k, v in row.items() if k != "step"}, step=int(row["step"]))
@@ -294,9 +312,11 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
             info = grpo.train(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
                               callbacks, checkpoint_store=store)
     rows = curves.rows()
+    candidates = {0: model_dir, **best_saved(work), int(info["train_steps"]): work / "final"}
+    step, chosen = published_policy(rows, candidates) if keep_best else (int(info["train_steps"]), work / "final")
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
-               "eval_prompts": float(len(eval_rows)), "wall_s": time.time() - t0}
-    art = _publish(out, config, parents=parents, model_ref=ref, model=work / "final",
+               "eval_prompts": float(len(eval_rows)), "published_step": float(step), "wall_s": time.time() - t0}
+    art = _publish(out, config, parents=parents, model_ref=ref, model=chosen,
                    sid_tokens=_sid_tokens(model_in, table), metrics=metrics, rows=rows, curves=GRPO_CURVES)
     shutil.rmtree(work, ignore_errors=True)
     step_state.clear(store and store.uri)
