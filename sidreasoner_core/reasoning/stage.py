@@ -293,17 +293,16 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
-    keep_best = config.publish == "best_validation" and bool(eval_rows)
+    best_dir = work if config.publish == "best_validation" and eval_rows else None  # where the best is kept
     if eval_rows:
-        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config,
-                                         best_dir=work if keep_best else None))
+        callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config, best_dir=best_dir))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
     store = persistent_store("grpo", work / CHECKPOINTS, config.resume)
     if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):
         # several GPUs / ZeRO: the same training in `accelerate launch` workers
         info = grpo.launch(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
-                           curves.path, eval_rows, checkpoint_store=store, best_dir=work if keep_best else None)
+                           curves.path, eval_rows, checkpoint_store=store, best_dir=best_dir)
         if tracker is not None:  # workers wrote the curves; replay them into this step's MLflow run
             for row in curves.rows():
                 tracker.log_metrics({mlflow_name(k): v for k, v in row.items() if k != "step"}, step=int(row["step"]))
@@ -312,8 +311,9 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
             info = grpo.train(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
                               callbacks, checkpoint_store=store)
     rows = curves.rows()
-    candidates = {0: model_dir, **best_saved(work), int(info["train_steps"]): work / "final"}
-    step, chosen = published_policy(rows, candidates) if keep_best else (int(info["train_steps"]), work / "final")
+    step, chosen = int(info["train_steps"]), work / "final"
+    if best_dir is not None:
+        step, chosen = published_policy(rows, {0: model_dir, **best_saved(best_dir), step: chosen})
     metrics = {**{k: float(v) for k, v in info.items()}, **_summary(rows), "train_prompts": float(len(train_rows)),
                "eval_prompts": float(len(eval_rows)), "published_step": float(step), "wall_s": time.time() - t0}
     art = _publish(out, config, parents=parents, model_ref=ref, model=chosen,
