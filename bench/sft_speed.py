@@ -11,13 +11,15 @@ baseline of the speed-ups. Ends with one JSON line.
 `--align-run RUN_DIR` measures instead on the rows a preset's alignment trains on (its task mix:
 short history rows beside longer reasoning rows), read from a finished `sidreasoner run`, with the
 preset's scratch model and vocabulary; a third field of a config names the batch order
-(`training.sampling`): random batches are padded to their longest row, `length_batches` are not.
+(`training.sampling`): random batches are padded to their longest row, `length_batches` are not, and
+`sorted_micro_batches` cuts each random batch, sorted by length, into the micro-batches that a fourth
+field counts (gradient accumulation; the step is still one random batch of `--batch` rows).
 Any N steps of either order are a random sample of the epoch's batches, so the mean step time
 times the steps per epoch estimates the epoch.
 
     .venv/bin/python bench/sft_speed.py [--steps 6] [--batch 64] [--configs all:fp32,labelled:fp32,labelled:bf16]
     .venv/bin/python bench/sft_speed.py --align-run runs/<run> --preset default --steps 40 \
-        --configs labelled:fp32:random,labelled:fp32:length_batches
+        --configs labelled:fp32:random,labelled:fp32:length_batches,labelled:fp32:sorted_micro_batches:4
 """
 from __future__ import annotations
 
@@ -70,13 +72,15 @@ def preset_alignment(run_dir: Path, preset: str) -> tuple[list[dict], list[str],
 
 
 def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, batch: int, scoring: str,
-            precision: str, force_bf16: bool, sampling: str = "random", model: str = "small-qwen3") -> dict:
+            precision: str, force_bf16: bool, sampling: str = "random", model: str = "small-qwen3",
+            accumulation: int = 1) -> dict:
     from transformers import TrainerCallback
 
     from sidreasoner_core.training import runtime
     from sidreasoner_core.training.sft import SFTOptions, build_trainer
 
-    opts = SFTOptions(max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+    opts = SFTOptions(max_steps=steps, per_device_train_batch_size=batch // accumulation,
+                      gradient_accumulation_steps=accumulation,
                       learning_rate=1e-3, logging_steps=1,
                       precision=precision, max_length=160, seed=0, sampling=sampling)
     forced = force_bf16 and precision == "bf16" and not runtime.cpu_has_native_bf16()
@@ -86,7 +90,7 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
 
         patch = mock.patch.object(runtime, "cpu_has_native_bf16", lambda: True)
     with patch:
-        trainer, _ = build_trainer(model, rows, None, opts, work / f"{scoring}-{precision}-{sampling}",
+        trainer, _ = build_trainer(model, rows, None, opts, work / f"{scoring}-{precision}-{sampling}-{accumulation}",
                                    sid_tokens=sid_tokens)
         times: list[float] = []
         step_start = [0.0]
@@ -105,7 +109,8 @@ def measure(rows: list[dict], sid_tokens: list[str], work: Path, steps: int, bat
     step_s = sum(steady) / len(steady)
     trained_as = "bf16" if trainer.args.bf16 else "fp32"
     epoch_steps = math.ceil(len(trainer.train_dataset) / batch)
-    return {"config": f"{scoring}_{precision}{'_forced' if forced else ''}{'' if sampling == 'random' else '_' + sampling}",
+    split = f"_x{accumulation}" if accumulation > 1 else ""
+    return {"config": f"{scoring}_{precision}{'_forced' if forced else ''}{'' if sampling == 'random' else '_' + sampling}{split}",
             # real (unpadded) tokens: a row's mean length x the batch, per second
             "trained_as": trained_as, "step_s": round(step_s, 3), "tokens_per_s": round(
                 statistics.mean(map(len, trainer.train_dataset["input_ids"])) * batch / step_s),
@@ -119,7 +124,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--configs", default="all:fp32,labelled:fp32,labelled:bf16",
-                    help="scoring:precision pairs; scoring all|labelled, precision fp32|bf16")
+                    help="scoring:precision[:sampling[:micro-batches]]; scoring all|labelled, precision fp32|bf16")
     ap.add_argument("--force-bf16", action="store_true",
                     help="train bf16 as emulated bf16 even where the CPU lacks native bf16 (the old behaviour)")
     ap.add_argument("--work", default=str(REPO / "bench_runs" / "sft_speed"))
@@ -139,9 +144,11 @@ def main() -> None:
         rows, sid_tokens = alignment_rows(args.steps * args.batch)
     results = []
     for config in args.configs.split(","):
-        scoring, precision, sampling = (config.split(":") + ["random"])[:3]
+        parts = config.split(":")
+        scoring, precision = parts[:2]
+        sampling, accumulation = (parts[2] if len(parts) > 2 else "random"), (parts[3] if len(parts) > 3 else "1")
         res = measure(rows, sid_tokens, work, args.steps, args.batch, scoring, precision, args.force_bf16,
-                      sampling, model)
+                      sampling, model, int(accumulation))
         print(f"scoring {scoring}, precision {precision} (trained as {res['trained_as']}), batches {sampling}: "
               f"{res['step_s']} s per step of {args.batch} rows, {res['tokens_per_s']} tokens/s; first-step loss "
               f"{res['loss_first_step']}; one epoch of these rows {res['epoch_min']} min; alignment of the default "

@@ -13,6 +13,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 CURVES_FILE = "curves.jsonl"
+RECALL_KEY = "eval/recall@10"  # validation Recall@10 in thinking mode (GRPO's recall callback)
 
 
 class CurveLog:

@@ -130,10 +130,11 @@ def _crash_after(step: int):
     return Crash()
 
 
-@pytest.mark.parametrize("sampling", ["random", "length_batches"])
+@pytest.mark.parametrize("sampling", ["random", "length_batches", "sorted_micro_batches"])
 def test_killed_run_resumes_from_checkpoint_with_same_step_count(tmp_path, sampling):
     recs = planted() * 3
-    o = opts(max_steps=6, eval_steps=2, sampling=sampling)
+    split = dict(per_device_train_batch_size=2, gradient_accumulation_steps=3) if sampling == "sorted_micro_batches" else {}
+    o = opts(max_steps=6, eval_steps=2, sampling=sampling, **split)
     full = train_sft(TINY, recs, None, o, tmp_path / "full", sid_tokens=sidlib.vocabulary(LEVELS, CODES))
     with pytest.raises(_Crash):
         train_sft(TINY, recs, None, o, tmp_path / "killed", sid_tokens=sidlib.vocabulary(LEVELS, CODES),
@@ -210,3 +211,63 @@ def test_length_batches_reach_the_trainer(tmp_path):
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthBatchSampler) and len(sampler) == len(trainer.train_dataset)
     assert sorted(sampler) == list(range(len(trainer.train_dataset)))
+
+
+def test_sorted_micro_batches_are_random_batches_sorted_by_length():
+    import torch
+
+    from sidreasoner_core.training.sampling import sorted_micro_batches_order
+
+    lengths = [10] * 700 + [50] * 300 + [30] * 5
+    torch.manual_seed(0)
+    order = sorted_micro_batches_order(lengths, 16, 4)
+    torch.manual_seed(0)
+    perm = torch.randperm(len(lengths)).tolist()
+    assert sorted(order) == list(range(len(lengths)))
+    steps = [order[k:k + 64] for k in range(0, len(order), 64)]
+    assert [set(s) for s in steps] == [set(perm[k:k + 64]) for k in range(0, len(perm), 64)]  # the random batches
+    assert all([lengths[i] for i in s] == sorted(lengths[i] for i in s) for s in steps)
+    micro = [order[k:k + 16] for k in range(0, len(order), 16)]
+    padded = sum(max(lengths[i] for i in m) * len(m) for m in micro)
+    random_padded = sum(max(lengths[i] for i in perm[k:k + 16]) * len(perm[k:k + 16]) for k in range(0, len(perm), 16))
+    assert padded < 0.8 * random_padded  # short rows are padded with short rows
+    torch.manual_seed(0)
+    assert sorted_micro_batches_order(lengths, 16, 4) == order  # the Trainer's seed fixes the order
+
+
+def test_sorted_micro_batches_take_the_same_step_as_one_random_batch(tmp_path):
+    """Every row of the data in one optimizer step: one random batch of 8, or 4 length-sorted micro-batches
+    of 2 accumulated, give the optimizer the same gradient (TRL normalises by the labelled tokens of the
+    whole step). Gradients, not weights: Adam's first step moves a weight by ~lr whatever its gradient's size."""
+    import torch
+    from transformers import TrainerCallback
+
+    from sidreasoner_core.training.sampling import SortedMicroBatchSampler
+
+    recs = planted(4) + [{"task": "title_to_sid", "prompt": [{"role": "user", "content": "Which item has the title: "
+                          + "steel kit set " * k + "?"}], "completion": [{"role": "assistant", "content":
+                          sidlib.format_sid([k, 1, 2])}]} for k in (1, 6, 12)]
+    assert len(recs) == 8
+    grads = {}
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            grads[name] = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    for name, o in {"random": opts(per_device_train_batch_size=8, max_steps=1),
+                    "sorted": opts(per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=1,
+                                   sampling="sorted_micro_batches")}.items():
+        trainer, _ = build_trainer(TINY, recs, None, o, tmp_path / name, sid_tokens=sidlib.vocabulary(LEVELS, CODES),
+                                   callbacks=[Grads()])
+        if name == "sorted":
+            sampler = trainer._get_train_sampler()
+            assert isinstance(sampler, SortedMicroBatchSampler) and sampler.accumulation == 4
+            lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+            assert len(set(lengths)) > 3  # the micro-batches differ in padding
+        trainer.train()
+        assert trainer.state.global_step == 1
+    assert grads["random"].keys() == grads["sorted"].keys() and grads["random"]
+    scale = max(g.abs().max().item() for g in grads["random"].values())
+    assert scale > 0
+    for k, g in grads["random"].items():
+        assert torch.allclose(g, grads["sorted"][k], rtol=1e-4, atol=1e-5 * scale), k

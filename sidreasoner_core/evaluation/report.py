@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 from typing import Sequence
 
+from ..curves import RECALL_KEY
+
 PLOTS = ("metrics_vs_k.png", "best_of_n.png", "reasoning_length.png")
 
 
@@ -109,7 +111,7 @@ def _example(ex: dict) -> tuple[list[str], str]:
     return md + [""], page
 
 
-CURVE_COLUMNS = (("reward", "reward"), ("eval/recall@10", "valid R@10 (thinking)"),
+CURVE_COLUMNS = (("reward", "reward"), (RECALL_KEY, "valid R@10 (thinking)"),
                  ("eval/reasoning_tokens", "valid reasoning tokens"), ("reasoning/words", "rollout reasoning words"),
                  ("reasoning/think_closed_share", "rollouts closing </think>"))
 CURVES_PLOT = "grpo_curves.png"
@@ -132,7 +134,7 @@ def training_curves(model_dir: Path) -> tuple[list[dict], Path | None]:
 def curves_table(rows: list[dict], max_rows: int = 12) -> tuple[list[str], list[list[str]]]:
     """Reward, validation R@10 in thinking mode and reasoning length over the GRPO steps: the steps with a
     validation point, or evenly spaced steps when there are none; the reward is the mean since the last row."""
-    marks = [i for i, r in enumerate(rows) if "eval/recall@10" in r] or \
+    marks = [i for i, r in enumerate(rows) if RECALL_KEY in r] or \
         sorted({round(i * (len(rows) - 1) / max(max_rows - 1, 1)) for i in range(max_rows)})
     head, body, start = ["step"] + [name for _, name in CURVE_COLUMNS], [], 0
     for i in marks[:max_rows]:

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Sequence
 
 
-from ..curves import CURVES_FILE, CurveLog  # noqa: F401 (the stages import them from here)
+from ..curves import CURVES_FILE, RECALL_KEY, CurveLog  # noqa: F401 (the stages import them from here)
 
 log = logging.getLogger(__name__)
 
-RECALL_KEY = "eval/recall@10"
 
 
 def _trainer_callback_base():

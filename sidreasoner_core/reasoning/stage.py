@@ -115,7 +115,7 @@ class CurveSpec:
 
 GRPO_PANELS = (("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
                 "rewards/likelihood_reward/mean"),
-               ("reasoning/words", "eval/reasoning_tokens"), ("eval/recall@10", "eval/ndcg@10"))
+               ("reasoning/words", "eval/reasoning_tokens"), (RECALL_KEY, "eval/ndcg@10"))
 SELF_TRACES_CURVE_PREFIX = "self_traces/"  # the second SFT of `coldstart.self_traces`, after the first's steps
 COLDSTART_PANELS = (("loss", SELF_TRACES_CURVE_PREFIX + "loss"),)
 CURVES_PNG = "curves.png"
@@ -123,7 +123,7 @@ CURVES_PNG = "curves.png"
 GRPO_CURVE_KEYS = ("reward", "rewards/prefix_reward/mean", "rewards/validity_reward/mean",
                    "rewards/likelihood_reward/mean", "frac_reward_zero_std", "sid/valid_share",
                    "sid/parsed_share", "reasoning/think_closed_share", "completions/clipped_ratio",
-                   "reasoning/words", "completions/mean_length", "kl", "eval/recall@10", "eval/ndcg@10",
+                   "reasoning/words", "completions/mean_length", "kl", RECALL_KEY, "eval/ndcg@10",
                    "eval/reasoning_tokens")
 COLDSTART_CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss",
                         SELF_TRACES_CURVE_PREFIX + "loss")

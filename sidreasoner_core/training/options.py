@@ -43,10 +43,13 @@ class SFTOptions(StageConfig):
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", **PRECISION_FIELD)
     gradient_checkpointing: bool = False
-    sampling: Literal["random", "group_by_length", "length_batches"] = Field(
+    sampling: Literal["random", "group_by_length", "length_batches", "sorted_micro_batches"] = Field(
         "random", description="group_by_length: batches of similar lengths (less padding when a few long tasks "
                               "are mixed into many short ones), each mega-batch walked longest first; "
-                              "length_batches: the same batches in random order (training.sampling)")
+                              "length_batches: the same batches in random order; sorted_micro_batches: random "
+                              "batches of per_device_train_batch_size x gradient_accumulation_steps rows, each "
+                              "sorted by length before it is cut into its micro-batches (the same optimizer "
+                              "steps as random batches of that size, less padding) (training.sampling)")
     num_gpus: int = Field(1, ge=1, **NUM_GPUS_FIELD)
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", **DEEPSPEED_FIELD)
     sid_embedding_init: Literal["mean", "random"] = Field(

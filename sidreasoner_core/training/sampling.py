@@ -6,7 +6,12 @@ step's tokens were padding (docs/quality.md). transformers' `group_by_length` re
 but walks each mega-batch from its longest rows to its shortest, so the tasks arrive in waves;
 shuffling the batches after grouping keeps the padding low and spreads the tasks over the epoch.
 Each batch is still (nearly) one task, though: on `make run` alignment ran 1.39x faster and R@10 fell
-14% (docs/quality.md, session 15), so the presets keep random batches.
+14% (docs/quality.md, session 15).
+
+`sorted_micro_batches` keeps the random batches and pads less inside each one: a random batch of
+micro-batch x accumulation rows is sorted by length and cut into its micro-batches, so short rows
+are padded with short rows. TRL normalises the loss by the labelled tokens of the whole accumulated
+batch (`num_items_in_batch`), so each optimizer step is the random batch's step (tests/test_align_sft.py).
 """
 from __future__ import annotations
 
@@ -40,3 +45,25 @@ class LengthBatchSampler:
 
     def __iter__(self):
         return iter(length_batches_order(self.lengths, self.batch_size))
+
+
+def sorted_micro_batches_order(lengths: Sequence[int], batch_size: int, accumulation: int) -> list[int]:
+    """Row indices whose consecutive `batch_size * accumulation` slices are random batches (a random
+    permutation cut in order, as a random sampler's), each sorted by length, so its `accumulation`
+    micro-batches of `batch_size` hold rows of similar length. Torch's global RNG, as above."""
+    import torch
+
+    step = batch_size * accumulation
+    perm = torch.randperm(len(lengths)).tolist()
+    return [i for k in range(0, len(perm), step) for i in sorted(perm[k:k + step], key=lambda i: lengths[i])]
+
+
+class SortedMicroBatchSampler(LengthBatchSampler):
+    """A `torch.utils.data.Sampler` over `sorted_micro_batches_order` (a new order each epoch)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, accumulation: int):
+        super().__init__(lengths, batch_size)
+        self.accumulation = accumulation
+
+    def __iter__(self):
+        return iter(sorted_micro_batches_order(self.lengths, self.batch_size, self.accumulation))

@@ -185,6 +185,9 @@ def build_dataset(records: Sequence[dict], tok, task_index: dict[str, int], desc
 
 # ---------------------------------------------------------------- trainer pieces
 
+OWN_SAMPLERS = ("length_batches", "sorted_micro_batches")  # training.sampling, not transformers'
+
+
 def _trl():
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -215,15 +218,19 @@ def _trainer_class():
         """SFTTrainer that logs the training loss per task (`loss_<task>`)."""
 
         task_names: list[str] = []
-        length_batches: bool = False  # SFTOptions.sampling "length_batches" (training.sampling)
+        sampling: str = "random"  # SFTOptions.sampling; the orders of training.sampling are ours
 
         def _get_train_sampler(self, train_dataset=None):
-            if not self.length_batches:
+            if self.sampling not in OWN_SAMPLERS:
                 return super()._get_train_sampler(train_dataset)
-            from .sampling import LengthBatchSampler
+            from .sampling import LengthBatchSampler, SortedMicroBatchSampler
 
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            return LengthBatchSampler([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            if self.sampling == "sorted_micro_batches":
+                return SortedMicroBatchSampler(lengths, self.args.train_batch_size,
+                                               self.args.gradient_accumulation_steps)
+            return LengthBatchSampler(lengths, self.args.train_batch_size)
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
@@ -294,7 +301,7 @@ def make_sft_config(opts: SFTOptions, output_dir: Path, metric: str | None, has_
         greater_is_better=False if metric else None,
         data_seed=opts.seed,
         # ours, not a transformers strategy: the trainer's own sampler (`_trainer_class`)
-        **({"train_sampling_strategy": "random"} if opts.sampling == "length_batches" else {}),
+        **({"train_sampling_strategy": "random"} if opts.sampling in OWN_SAMPLERS else {}),
         completion_only_loss=True,
         packing=False,
         report_to="none",
@@ -374,7 +381,7 @@ def build_trainer(model, train_records, eval_records, opts: SFTOptions, out_dir:
 
     Trainer = _trainer_class()
     Trainer.task_names = tasks
-    Trainer.length_batches = opts.sampling == "length_batches"
+    Trainer.sampling = opts.sampling
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       eval_dataset=eval_by_task or None, processing_class=tok,
                       data_collator=TaskCollator(tok.pad_token_id), callbacks=cbs)
