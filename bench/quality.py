@@ -21,10 +21,15 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+# Seeds often run side by side on the same cores: OpenMP threads sleep instead of spinning, as the
+# figures in docs/quality.md were measured (sidreasoner_core/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -13,6 +13,8 @@ SAMPLE = REPO / "sample_data" / "Industrial_and_Scientific"
 GSM8K_DIR = REPO / "sidreasoner_core" / "resources"  # the GSM8K files every image ships
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests, servers and pipeline steps share the cores: OpenMP threads sleep instead of spinning (sidreasoner_core/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
