@@ -67,3 +67,15 @@ class SortedMicroBatchSampler(LengthBatchSampler):
 
     def __iter__(self):
         return iter(sorted_micro_batches_order(self.lengths, self.batch_size, self.accumulation))
+
+
+OWN_SAMPLERS = ("length_batches", "sorted_micro_batches")  # SFTOptions.sampling values ordered here, not by transformers
+
+
+def own_sampler(sampling: str, lengths: Sequence[int], batch_size: int, accumulation: int):
+    """The sampler of an `OWN_SAMPLERS` order over rows of `lengths`."""
+    if sampling == "sorted_micro_batches":
+        return SortedMicroBatchSampler(lengths, batch_size, accumulation)
+    if sampling == "length_batches":
+        return LengthBatchSampler(lengths, batch_size)
+    raise ValueError(f"sampling {sampling!r}: not one of {OWN_SAMPLERS}")

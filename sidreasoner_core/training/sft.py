@@ -48,6 +48,7 @@ from . import launch as launcher
 from .checkpoints import CHECKPOINTS, CheckpointStore, checkpoint_step, last_complete_checkpoint
 from .options import SFTOptions
 from .runtime import completion_only_logprobs, has_gpu, trainer_precision
+from .sampling import OWN_SAMPLERS, own_sampler
 from .trl_args import build_trl_config
 
 log = logging.getLogger(__name__)
@@ -185,9 +186,6 @@ def build_dataset(records: Sequence[dict], tok, task_index: dict[str, int], desc
 
 # ---------------------------------------------------------------- trainer pieces
 
-OWN_SAMPLERS = ("length_batches", "sorted_micro_batches")  # training.sampling, not transformers'
-
-
 def _trl():
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -223,14 +221,9 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             if self.sampling not in OWN_SAMPLERS:
                 return super()._get_train_sampler(train_dataset)
-            from .sampling import LengthBatchSampler, SortedMicroBatchSampler
-
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            if self.sampling == "sorted_micro_batches":
-                return SortedMicroBatchSampler(lengths, self.args.train_batch_size,
-                                               self.args.gradient_accumulation_steps)
-            return LengthBatchSampler(lengths, self.args.train_batch_size)
+            return own_sampler(self.sampling, [len(ids) for ids in dataset["input_ids"]],
+                               self.args.train_batch_size, self.args.gradient_accumulation_steps)
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
