@@ -177,6 +177,61 @@ def test_grpo_stage_keeps_its_input_when_the_validation_recall_does_not_rise(inp
     assert not (tmp_path / ".grpo.work").exists()
 
 
+class PodKilled(Exception):
+    pass
+
+
+def test_retried_grpo_pod_publishes_the_best_policy_kept_before_the_kill(inputs, tmp_path, monkeypatch, s3_bucket):
+    """A GRPO pod with `publish: best_validation` dies after checkpoint-2; the retry on fresh scratch gets
+    back, from the step state on S3, the curves (steps 0-2) and the policy kept at step 1, so it publishes
+    step 1's weights, as the uninterrupted run would. Without them it would publish its last step."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sidreasoner_core import storage
+    from sidreasoner_core.reasoning import callbacks
+    from sidreasoner_core.reasoning.config import GRPOStageConfig
+    from sidreasoner_core.reasoning.stage import run_grpo
+    from sidreasoner_core.step_state import STATE_URI_ENV, step_state_uri
+
+    monkeypatch.setenv(STATE_URI_ENV, f"s3://{s3_bucket}/state")
+    monkeypatch.setenv("SIDREASONER_RUN_ID", "run-grpo-best")
+    measured = iter([0, 1, 2, "kill", 3, 4])  # the steps measured, in order: pod 1, then the retry from step 2
+    scripted = {0: 0.1, 1: 0.3, 2: 0.2, 3: 0.2, 4: 0.2}
+    seen: dict[int, float] = {}  # step -> the weights the measurement saw
+
+    def scripted_recall(model, *args, **kwargs):
+        step = next(measured)
+        if step == "kill":  # the pod dies during step 3, after checkpoint-2 was stored
+            raise PodKilled
+        with torch.no_grad():  # the random model earns no reward, so GRPO leaves it be: mark each step's policy
+            model.get_input_embeddings().weight[0, 0] += step + 1
+        seen[step] = float(sum(t.detach().double().sum() for t in model.state_dict().values()))
+        return {"recall@10": scripted[step]}
+
+    monkeypatch.setattr(callbacks, "thinking_recall", scripted_recall)
+    cfg = GRPOStageConfig(publish="best_validation", num_generations=2, prompts_per_step=2,
+                          per_device_train_batch_size=4, max_completion_length=8, max_samples=8, eval_samples=2,
+                          eval_steps=1, max_steps=4, save_steps=2)
+    state = step_state_uri("grpo", "checkpoints")
+    with pytest.raises(PodKilled):
+        run_grpo(cfg, str(inputs["model"]), inputs["dataset"], inputs["sids"], str(tmp_path / "pod1" / "grpo"))
+    assert {"checkpoint-2.done", "best-1.done"} <= {k.split("/")[0] for k in storage.list_keys(state)}
+    shutil.rmtree(tmp_path / "pod1")  # the retried pod gets fresh scratch
+
+    art = run_grpo(cfg, str(inputs["model"]), inputs["dataset"], inputs["sids"], str(tmp_path / "pod2" / "grpo"))
+    m = art.manifest["metrics"]
+    assert (m["resumed_from_step"], m["train_steps"], m["published_step"]) == (2, 4, 1)
+    published = AutoModelForCausalLM.from_pretrained(art.path / "model").state_dict()  # tied weights as `seen` had them
+    assert float(sum(t.double().sum() for t in published.values())) == pytest.approx(seen[1], abs=1e-6)
+    assert len({round(w, 3) for w in seen.values()}) == 5  # every measured policy differs
+    rows = [json.loads(line) for line in (art.path / "curves.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in rows if "eval/recall@10" in r}) == [0, 1, 2, 3, 4]  # the report keeps them
+    assert storage.list_keys(state) == []  # published: the step state is dropped
+
+
 def test_published_policy_prefers_the_earlier_step_and_falls_back_to_the_last(tmp_path):
     from sidreasoner_core.reasoning.stage import published_policy
 

@@ -168,6 +168,47 @@ def test_only_complete_checkpoints_are_restored(tmp_path, where, request):
     assert store.restore(local) == str(local / "checkpoint-6")
 
 
+def test_curves_and_kept_policy_travel_with_the_checkpoint(tmp_path, s3_bucket):
+    """A stage's curves (a snapshot inside each stored checkpoint) and its kept `best-<step>` policy come back
+    with the checkpoint a retried pod resumes from; a policy kept after that checkpoint does not."""
+    uri = f"s3://{s3_bucket}/state/r/grpo/checkpoints"
+    work = tmp_path / "pod1" / "work"
+    store = CheckpointStore(uri, beside=work)
+
+    def keep(step: int) -> None:
+        for old in work.glob("best-*"):
+            shutil.rmtree(old)
+        (work / f"best-{step}").mkdir(parents=True)
+        (work / f"best-{step}" / "model.safetensors").write_bytes(os.urandom(32 + step))
+
+    work.mkdir(parents=True)
+    (work / "curves.jsonl").write_text('{"step": 3, "eval/recall@10": 0.2}\n')
+    keep(3)
+    store.upload(_fake_checkpoint(work / "checkpoints", 4))
+    assert {k.split("/")[0] for k in storage.list_keys(uri)} == {"checkpoint-4", "checkpoint-4.done", "best-3",
+                                                                 "best-3.done"}
+    # step 5 kept a better policy; the pod died storing checkpoint-6 (its files, no marker)
+    (work / "curves.jsonl").write_text('{"step": 3, "eval/recall@10": 0.2}\n{"step": 5, "eval/recall@10": 0.3}\n')
+    keep(5)
+    store._put(work / "best-5")
+    storage.put_bytes(f"{uri}/checkpoint-6/model.safetensors", b"half")
+
+    fresh = tmp_path / "pod2" / "work"
+    retry = CheckpointStore(uri, beside=fresh)
+    assert retry.restore(fresh / "checkpoints") == str(fresh / "checkpoints" / "checkpoint-4")
+    assert (fresh / "curves.jsonl").read_text() == '{"step": 3, "eval/recall@10": 0.2}\n'  # as at checkpoint-4
+    assert sorted(p.name for p in fresh.glob("best-*")) == ["best-3"]
+    assert (fresh / "best-3" / "model.safetensors").read_bytes() == (
+        storage.read_bytes(f"{uri}/best-3/model.safetensors"))
+    # the next stored checkpoint drops the replaced policy from the store
+    shutil.rmtree(fresh / "best-3")
+    (fresh / "best-7").mkdir()
+    (fresh / "best-7" / "w").write_bytes(b"7")
+    retry.upload(_fake_checkpoint(fresh / "checkpoints", 8))
+    names = {k.split("/")[0] for k in storage.list_keys(uri)}
+    assert "best-7.done" in names and not names & {"best-3", "best-3.done"}
+
+
 KILLED_ALIGN = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})

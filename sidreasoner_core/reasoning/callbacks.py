@@ -18,6 +18,7 @@ from typing import Sequence
 
 
 from ..curves import CURVES_FILE, RECALL_KEY, CurveLog  # noqa: F401 (the stages import them from here)
+from ..training.checkpoints import BEST_PREFIX, best_saved  # noqa: F401 (kept policies live beside the checkpoints)
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,6 @@ def thinking_recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[
     out = {k: v for k, v in metrics.items() if k.startswith(("recall@", "ndcg@"))}
     out["reasoning_tokens"] = sum(t.tokens for t in traces) / max(len(traces), 1)
     out["reasoning_forced_close"] = sum(t.forced for t in traces) / max(len(traces), 1)
-    return out
-
-
-BEST_PREFIX = "best-"  # `<work>/best-<step>`: the policy at the best validation Recall@10 so far
-
-
-def best_saved(work_dir: Path) -> dict[int, Path]:
-    """{step: directory} of the kept best policies (complete ones only: they are renamed into place)."""
-    out = {}
-    for d in Path(work_dir).glob(BEST_PREFIX + "*"):
-        if d.is_dir() and d.name[len(BEST_PREFIX):].isdigit():
-            out[int(d.name[len(BEST_PREFIX):])] = d
     return out
 
 

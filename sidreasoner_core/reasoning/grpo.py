@@ -209,6 +209,7 @@ def launch(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalo
                "sid_by_item": catalogue.sid_by_item, "output_dir": str(output_dir), "final_dir": str(final_dir),
                "curves_path": str(curves_path) if curves_path else None, "eval_rows": list(eval_rows),
                "checkpoint_store": checkpoint_store.uri if checkpoint_store is not None else None,
+               "checkpoint_beside": str(checkpoint_store.beside) if checkpoint_store and checkpoint_store.beside else None,
                "best_dir": str(best_dir) if best_dir else None}
     launcher.launch("sidreasoner_core.reasoning.grpo:worker", payload, output_dir, num_gpus=cfg.cluster.num_gpus,
                     deepspeed=cfg.cluster.deepspeed, precision=cfg.cluster.precision)
@@ -230,7 +231,8 @@ def worker(payload: dict, job_dir: Path) -> None:
             best_dir = Path(payload["best_dir"]) if payload.get("best_dir") else None
             callbacks.append(recall_callback(curves, payload["eval_rows"], list(catalogue.item_by_sid), cfg,
                                              best_dir=best_dir))
-    store = CheckpointStore(payload["checkpoint_store"]) if payload.get("checkpoint_store") else None
+    store = (CheckpointStore(payload["checkpoint_store"], payload.get("checkpoint_beside"))
+             if payload.get("checkpoint_store") else None)
     info = train(cfg, Path(payload["model_dir"]), payload["train_rows"], catalogue, Path(payload["output_dir"]),
                  Path(payload["final_dir"]), callbacks, store)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -185,7 +185,7 @@ def run_coldstart(config: ColdStartConfig, model_in: Artifact | str, dataset: Ar
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     tokens = _sid_tokens(model_in, table)
     ref = _model_ref(config.model, model_in)
-    store = persistent_store("coldstart", work / CHECKPOINTS, config.train.resume)
+    store = persistent_store("coldstart", work / CHECKPOINTS, config.train.resume, beside=work)
     stores = [store]
     with cpu_threads(config.cpu_threads):
         result = coldstart.train(config, ref, recs, work, sid_tokens=tokens["tokens"],
@@ -226,7 +226,8 @@ def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: 
     recs, closed = coldstart.self_trace_records(model, tok, reasoning, table.sid_by_item, config, source=source)
     del model
     own_work = work / "self_traces"
-    store = persistent_store("coldstart_self_traces", own_work / CHECKPOINTS, config.self_traces.train.resume)
+    store = persistent_store("coldstart_self_traces", own_work / CHECKPOINTS, config.self_traces.train.resume,
+                             beside=work)  # the curves file both SFTs write
     own = coldstart.train_on_own_traces(config, str(first), recs, own_work, checkpoint_store=store, callbacks=[
         curve_callback(curves, prefix=SELF_TRACES_CURVE_PREFIX, step_offset=result.global_step)])
     metrics = {f"self_traces_{k}": v for k, v in own.metrics().items()}
@@ -291,6 +292,8 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
     catalogue = table.catalogue
     train_rows, eval_rows = grpo_rows(config, dataset, table.sid_by_item)
     work = Path(work_dir) if work_dir else work_dir_for(out, config.work_dir)
+    # a retried pod first gets its checkpoint, curves and kept best back: the recall callback reads its baseline there
+    store = persistent_store("grpo", work / CHECKPOINTS, config.resume, beside=work)
     curves = CurveLog(work / CURVES_FILE, forward=_forward(tracker))
     callbacks = [curve_callback(curves)]
     best_dir = work if config.publish == "best_validation" and eval_rows else None  # where the best is kept
@@ -298,7 +301,6 @@ def run_grpo(config: GRPOStageConfig, model_in: Artifact | str, dataset: Artifac
         callbacks.append(recall_callback(curves, eval_rows, list(catalogue.item_by_sid), config, best_dir=best_dir))
     ref = _model_ref(config.model, model_in)
     model_dir = resolve_model_dir(ref)
-    store = persistent_store("grpo", work / CHECKPOINTS, config.resume)
     if launcher.needs_launch(config.cluster.num_gpus, config.cluster.deepspeed):
         # several GPUs / ZeRO: the same training in `accelerate launch` workers
         info = grpo.launch(config, model_dir, train_rows, catalogue, work / CHECKPOINTS, work / "final",
