@@ -237,3 +237,20 @@ def test_embedding_cache_skips_the_encoder_on_rerun(tmp_path, monkeypatch):
     changed = make_dataset(tmp_path / "ds2", [{**items[0], "title": "Something else"}, *items[1:]])
     with pytest.raises(AssertionError, match="encoder called"):  # other text: a cache miss
         run(cfg, changed, tmp_path / "c", progress=False)
+
+
+def test_encoder_threads_do_not_change_the_embeddings(sample_dataset):
+    """`sids.encoder_threads` (all cores by default) may differ from the RQ-VAE's single thread because
+    the encoder's embeddings on the shipped items equal one thread's bit for bit."""
+    from sidreasoner_core.sids.embed import encode, item_texts
+    from sidreasoner_core.training.runtime import cpu_threads
+
+    cfg = SidsConfig()
+    texts = item_texts(read_items(sample_dataset.path), cfg.text_fields, cfg.max_text_chars)[:96]
+    by_threads = {}
+    for n in (1, 2):
+        with cpu_threads(n):
+            by_threads[n] = encode(texts, cfg.encoder, cfg.encode_batch_size, progress=False,
+                                   max_seq_length=cfg.max_seq_length)
+    assert by_threads[1].shape == (96, 384)
+    assert np.array_equal(by_threads[1], by_threads[2])

@@ -42,8 +42,12 @@ class SidsConfig(StageConfig):
                                                      "$SIDREASONER_CACHE/embeddings (re-runs skip the encoder)")
     normalize_embeddings: bool = Field(True, description="L2-normalise embeddings (cosine geometry)")
     device: str = Field("cpu", description="torch device for encoding and the RQ-VAE (cpu, cuda)")
-    num_threads: int = Field(1, ge=0, description="torch CPU threads during the stage (0: torch default). 1 keeps "
+    num_threads: int = Field(1, ge=0, description="torch CPU threads for the RQ-VAE (0: torch default). 1 keeps "
                                                   "seeded SIDs identical across machines and is faster on a busy box")
+    encoder_threads: int = Field(0, ge=0, description="torch CPU threads for the text encoder (0: torch default, "
+                                                      "the cores or OMP_NUM_THREADS). Its embeddings equal one "
+                                                      "thread's bit for bit (tests/test_sids.py), so the SIDs do "
+                                                      "not depend on it")
 
     # RQ-VAE
     levels: int = Field(3, ge=1, le=8, description="residual codebooks (SID tokens per item)")

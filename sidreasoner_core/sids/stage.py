@@ -103,11 +103,6 @@ def _finish(codes: np.ndarray, config: SidsConfig, k: int, cost_fn, own_cost) ->
 
 def run(config: SidsConfig, dataset: Artifact | str | Path, out: str | Path, progress: bool = True) -> Artifact:
     """Items of a dataset artifact -> a sids artifact (see module docstring)."""
-    with cpu_threads(config.num_threads):
-        return _run(config, dataset, out, progress)
-
-
-def _run(config: SidsConfig, dataset: Artifact | str | Path, out: str | Path, progress: bool) -> Artifact:
     from ..dataset import read_items
 
     art = dataset if isinstance(dataset, Artifact) else open_artifact(dataset, kind="dataset")
@@ -138,22 +133,24 @@ def _run(config: SidsConfig, dataset: Artifact | str | Path, out: str | Path, pr
 
         check_code_space(len(ids), config.levels, k)
         t0 = time.perf_counter()
-        emb = embed_items(config, items, progress=progress)
+        with cpu_threads(config.encoder_threads):
+            emb = embed_items(config, items, progress=progress)
         metrics.update(embedding_dim=int(emb.shape[1]), embed_seconds=time.perf_counter() - t0)
-        shape = RQVAEShape(input_dim=int(emb.shape[1]), hidden_dims=list(config.hidden_dims),
-                           latent_dim=config.latent_dim, levels=config.levels, codes_per_level=k,
-                           beta=config.beta, dropout=config.dropout)
-        t0 = time.perf_counter()
-        model, history = train_rqvae(emb, shape, config.epochs, config.batch_size, config.lr, config.weight_decay,
-                                     config.kmeans_iters, config.seed, config.device, progress,
-                                     config.reset_dead_codes)
-        metrics["train_seconds"] = time.perf_counter() - t0
-        metrics.update(model.losses(emb, config.assign_chunk))
-        codes, last_r, last_d = model.assign(emb, config.assign_chunk)
-        book = model.codebooks.detach()[-1]
-        cost_fn = lambda rows: sq_dists(torch.from_numpy(last_r[rows]), book).numpy()  # noqa: E731
-        levels = config.levels
-        final, stats = _finish(codes, config, k, cost_fn, last_d)
+        with cpu_threads(config.num_threads):  # the RQ-VAE on one thread: seeded SIDs equal across machines
+            shape = RQVAEShape(input_dim=int(emb.shape[1]), hidden_dims=list(config.hidden_dims),
+                               latent_dim=config.latent_dim, levels=config.levels, codes_per_level=k,
+                               beta=config.beta, dropout=config.dropout)
+            t0 = time.perf_counter()
+            model, history = train_rqvae(emb, shape, config.epochs, config.batch_size, config.lr, config.weight_decay,
+                                         config.kmeans_iters, config.seed, config.device, progress,
+                                         config.reset_dead_codes)
+            metrics["train_seconds"] = time.perf_counter() - t0
+            metrics.update(model.losses(emb, config.assign_chunk))
+            codes, last_r, last_d = model.assign(emb, config.assign_chunk)
+            book = model.codebooks.detach()[-1]
+            cost_fn = lambda rows: sq_dists(torch.from_numpy(last_r[rows]), book).numpy()  # noqa: E731
+            levels = config.levels
+            final, stats = _finish(codes, config, k, cost_fn, last_d)
         files.update(embeddings=emb, model=model, history=history)
 
     metrics.update(stats)
