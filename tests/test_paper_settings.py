@@ -62,6 +62,7 @@ def effective(config: dict) -> dict[str, object]:
         "grpo.learning_rate": grpo.learning_rate if grpo.warmup_ratio == 0 else None,
         "grpo.max_completion_length": grpo.max_completion_length,
         "grpo.publish": grpo.publish,
+        "grpo.early_stopping_patience": grpo.early_stopping_patience,
         "evaluate.beams": stage["evaluate"].num_beams,
     }
 

@@ -1,6 +1,8 @@
 """GRPO on the tiny model: learning on a planted task, resume after a kill, the vLLM regex."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from reasoning_helpers import (expected_sid_reward, one_torch_thread, planted_catalogue, planted_rows, teach_format,
@@ -88,6 +90,42 @@ def test_best_validation_policy_is_kept_and_chosen(planted, tmp_path, monkeypatc
     assert step == published
     weights = AutoModelForCausalLM.from_pretrained(chosen).state_dict()
     assert _weights_sum(weights) == pytest.approx(seen[published], abs=1e-6)
+
+
+def test_early_stopping_ends_grpo_when_the_validation_curve_stops_rising(planted, tmp_path, monkeypatch):
+    """`grpo.early_stopping_patience: 2`: measurements 0.2, 0.3 (best, step 1), 0.25, 0.2 stop training at step 3
+    of 6, and the policy published is step 1's; a resumed run counts the measurements up to its checkpoint, so
+    one more flat measurement stops it. Without publish best_validation the setting is refused."""
+    from sidreasoner_core.reasoning import callbacks
+    from sidreasoner_core.reasoning.stage import published_policy
+
+    scripted = iter((0.2, 0.3, 0.25, 0.2))
+    monkeypatch.setattr(callbacks, "thinking_recall", lambda *a, **k: {"recall@10": next(scripted)})
+    cfg = small_config(max_steps=6, eval_samples=2, eval_steps=1, save_steps=2, publish="best_validation",
+                       early_stopping_patience=2)
+    curves = CurveLog(tmp_path / "curves.jsonl")
+    work = tmp_path / "work"
+
+    def recall():
+        return callbacks.recall_callback(curves, planted["rows"][:2], list(planted["catalogue"].item_by_sid), cfg,
+                                         best_dir=work)
+
+    info = grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], work / "ckpt", work / "final",
+                      callbacks=[curve_callback(curves), recall()])
+    assert info["train_steps"] == 3
+    assert [r["step"] for r in curves.rows() if "eval/recall@10" in r] == [0, 1, 2, 3]
+    step, _ = published_policy(curves.rows(), {0: planted["model"], **callbacks.best_saved(work), 3: work / "final"})
+    assert step == 1
+
+    # resumed from checkpoint-2 (the measurement at step 3 is redone): 0.25 at step 2 counted, one more flat one stops
+    shutil.rmtree(work / "final")
+    shutil.rmtree(work / "ckpt" / "checkpoint-3", ignore_errors=True)
+    scripted = iter((0.1,))
+    info = grpo.train(cfg, planted["model"], planted["rows"], planted["catalogue"], work / "ckpt", work / "final",
+                      callbacks=[curve_callback(curves), recall()])
+    assert (info["resumed_from_step"], info["train_steps"]) == (2, 3)
+    with pytest.raises(ValueError, match="early_stopping_patience needs publish 'best_validation'"):
+        small_config(eval_samples=2, early_stopping_patience=2)
 
 
 class Crash(Exception):

@@ -85,9 +85,12 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
                     best_dir: Path | None = None):
     """A TrainerCallback measuring Recall@10 on `rows` at step 0, every `cfg.eval_steps` steps and at
     the end, with the GRPO config's evaluation settings (`eval_*`). With `best_dir`, a policy that beats
-    every earlier measurement (the input's at step 0 included, read back from `curves` on a resume) is
-    saved there as `best-<step>` (`best_saved`), so the stage can publish it (`grpo.publish`)."""
+    every earlier measurement (the input's at step 0 included; on a resume, those in `curves` up to its step) is
+    saved there as `best-<step>` (`best_saved`), so the stage can publish it (`grpo.publish`). With
+    `cfg.early_stopping_patience`, training stops once that many measurements in a row have not beaten the best
+    (counted over the curves read back on a resume too)."""
     every = cfg.eval_steps
+    patience = cfg.early_stopping_patience
     max_reasoning_tokens = cfg.eval_max_reasoning_tokens or cfg.max_completion_length
     Base = _trainer_callback_base()
 
@@ -97,8 +100,16 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
             self.prompts: list[str] | None = None
             self.done: set[int] = set()
             self.last: dict[str, float] = {}
-            earlier = [r[RECALL_KEY] for r in curves.rows() if RECALL_KEY in r]
-            self.best = max(earlier, default=None)
+            self.best, self.since_best = None, 0  # measurements since the best (early stopping)
+
+        def _record(self, value: float) -> bool:
+            """Track the best; True when `value` beats every earlier measurement."""
+            better = self.best is not None and value > self.best
+            if self.best is None or value > self.best:
+                self.best, self.since_best = value, 0
+            else:
+                self.since_best += 1
+            return better
 
         def _measure(self, state, model, tokenizer, keep: bool = True):
             if state.global_step in self.done or not state.is_world_process_zero:
@@ -116,18 +127,25 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
             self.last = {f"eval/{k}": v for k, v in m.items()}
             curves.write(state.global_step, self.last)
             log.info("step %d: %s", state.global_step, json.dumps(self.last))
-            value = self.last[RECALL_KEY]
-            if self.best is not None and value > self.best and best_dir is not None and keep and state.global_step:
+            if self._record(self.last[RECALL_KEY]) and best_dir is not None and keep and state.global_step:
                 _keep_best(model, tokenizer, best_dir, state.global_step)
-            self.best = value if self.best is None else max(self.best, value)
 
         def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
+            # a resumed run: the measurements up to its checkpoint set the best and the patience count
+            for r in curves.rows():
+                if RECALL_KEY in r and r["step"] <= state.global_step:
+                    self._record(r[RECALL_KEY])
             if state.global_step == 0:
                 self._measure(state, model, processing_class)
 
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
             if state.global_step % every == 0:  # the last step's policy is published as `final` anyway
                 self._measure(state, model, processing_class, keep=state.global_step < state.max_steps)
+                if patience and self.since_best >= patience and not control.should_training_stop:
+                    log.info("step %d: validation Recall@10 has not beaten %.4f for %d measurements; stopping "
+                             "(grpo.early_stopping_patience)", state.global_step, self.best, self.since_best)
+                    control.should_training_stop = True
+            return control
 
         def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
             self._measure(state, model, processing_class, keep=False)

@@ -157,6 +157,10 @@ class GRPOStageConfig(StageConfig):
                              "best validation Recall@10 among every measurement, the input's at step 0 included "
                              "(ties go to the earlier step; needs eval_samples > 0). GRPO that does not lift the "
                              "validation curve then leaves the cold-started model as it was")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="with publish best_validation: stop once this many validation measurements in a row "
+                             "have not beaten the best so far (0 = off, run every step). The published policy is "
+                             "the best measured, so stopping only saves the steps a flat curve would waste")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)
@@ -169,6 +173,10 @@ class GRPOStageConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.early_stopping_patience and (self.publish != "best_validation" or not self.eval_samples):
+            raise ValueError("early_stopping_patience needs publish 'best_validation' and eval_samples > 0 (it "
+                             "stops where the validation curve stopped rising; publishing the last step would then "
+                             "publish a policy the curve says is worse)")
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ValueError("vllm_mode 'server' needs vllm_server_base_url")
         if self.reward.likelihood_weight > 0 and self.reward.likelihood_model == "reference" and self.beta == 0:
