@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +127,27 @@ def test_early_stopping_ends_grpo_when_the_validation_curve_stops_rising(planted
     assert (info["resumed_from_step"], info["train_steps"]) == (2, 3)
     with pytest.raises(ValueError, match="early_stopping_patience needs publish 'best_validation'"):
         small_config(eval_samples=2, early_stopping_patience=2)
+
+
+def _rank_decides(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from sidreasoner_core.training.runtime import rank_zero_decides
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:  # only rank 0 measured a flat curve; rank 1 has nothing to go on
+        Path(out, f"rank{rank}").write_text(str(rank_zero_decides(rank == 0)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_early_stopping_reaches_every_rank(tmp_path):
+    """Two gloo processes (as GRPO's launched workers): rank 0's decision to stop is what both act on."""
+    import torch.multiprocessing as mp
+    from conftest import free_port
+
+    mp.spawn(_rank_decides, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["True", "True"]
 
 
 class Crash(Exception):

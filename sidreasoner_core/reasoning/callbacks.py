@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..curves import CURVES_FILE, RECALL_KEY, CurveLog  # noqa: F401 (the stages import them from here)
 from ..training.checkpoints import BEST_PREFIX, best_saved  # noqa: F401 (kept policies live beside the checkpoints)
+from ..training.runtime import rank_zero_decides
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ def recall_callback(curves: CurveLog, rows: Sequence[dict], catalogue_sids: Sequ
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
             if state.global_step % every == 0:  # the last step's policy is published as `final` anyway
                 self._measure(state, model, processing_class, keep=state.global_step < state.max_steps)
-                if patience and self.since_best >= patience and not control.should_training_stop:
-                    log.info("step %d: validation Recall@10 has not beaten %.4f for %d measurements; stopping "
+                if patience and rank_zero_decides(self.since_best >= patience):  # every rank stops together
+                    log.info("step %d: validation Recall@10 has not beaten %s for %d measurements; stopping "
                              "(grpo.early_stopping_patience)", state.global_step, self.best, self.since_best)
                     control.should_training_stop = True
             return control

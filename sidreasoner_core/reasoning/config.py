@@ -160,7 +160,8 @@ class GRPOStageConfig(StageConfig):
     early_stopping_patience: int = Field(
         0, ge=0, description="with publish best_validation: stop once this many validation measurements in a row "
                              "have not beaten the best so far (0 = off, run every step). The published policy is "
-                             "the best measured, so stopping only saves the steps a flat curve would waste")
+                             "the best measured, so stopping only saves the steps a flat curve would waste. "
+                             "Not under ZeRO-3, where no validation curve is measured during training")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     save_total_limit: int = Field(2, ge=1)

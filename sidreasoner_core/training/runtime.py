@@ -72,6 +72,21 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def rank_zero_decides(flag: bool) -> bool:
+    """Rank 0's `flag` on every process of a distributed run, `flag` itself otherwise: a decision only rank 0
+    can make (it alone measures the validation curve) must reach every rank, or the others would wait in the
+    next step's collectives for a rank that stopped."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 @contextlib.contextmanager
 def completion_only_logprobs():
     """Score only the labelled tokens in TRL's fused LM head on CPU, for the block's duration.
