@@ -46,7 +46,7 @@ class SidsConfig(StageConfig):
                                                   "seeded SIDs identical across machines and is faster on a busy box")
     encoder_threads: int = Field(0, ge=0, description="torch CPU threads for the text encoder (0: torch default, "
                                                       "the cores or OMP_NUM_THREADS). Its embeddings equal one "
-                                                      "thread's bit for bit (tests/test_sids.py), so the SIDs do "
+                                                      "thread's bit for bit (tests/test_sids_stage.py), so the SIDs do "
                                                       "not depend on it")
 
     # RQ-VAE
