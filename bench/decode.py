@@ -40,7 +40,7 @@ def main() -> None:
     from sidreasoner_core.data.stage import build
     from sidreasoner_core.decoding.constrained import SIDTrie, beam_search, pad_left
     from sidreasoner_core.models import add_sid_tokens, resolve_model_dir
-    from sidreasoner_core.prompts import chat_prompt, sid_history_prompt
+    from sidreasoner_core.prompts import ranking_prompts
     from sidreasoner_core.sid import vocabulary
 
     torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def main() -> None:
     torch.manual_seed(0)
     add_sid_tokens(tok, model, vocabulary(3, 256))
     trie = SIDTrie.build(sid_of.values(), tok)
-    prompts = [chat_prompt(tok, sid_history_prompt([sid_of[h] for h in hist])) for hist in test["history"]]
+    prompts = ranking_prompts(tok, [[sid_of[h] for h in hist] for hist in test["history"]], False)
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     batches = [order[s:s + args.batch_size] for s in range(0, len(order), args.batch_size)]

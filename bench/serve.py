@@ -180,9 +180,9 @@ def main() -> None:
         assert len(answer["recommendations"].iloc[0]) == 10
 
     from sidreasoner_core.decoding.constrained import rank_sids
-    from sidreasoner_core.prompts import chat_prompt, sid_history_prompt
+    from sidreasoner_core.prompts import ranking_prompts
 
-    prompts = {id(h): chat_prompt(rec.tokenizer, sid_history_prompt([rec.sid_by_item[i] for i in h])) for h in reqs}
+    prompts = dict(zip(map(id, reqs), ranking_prompts(rec.tokenizer, [[rec.sid_by_item[i] for i in h] for h in reqs], False)))
     bare, _ = timed(lambda h: rank_sids(rec.model, rec.tokenizer, [prompts[id(h)]], rec.trie, 10, 1, progress=False),
                     reqs)
     lat, lat_cpu = timed(served, reqs)

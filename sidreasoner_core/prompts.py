@@ -48,6 +48,14 @@ def direct_prompt(tokenizer, user_message: str) -> str:
     return prefix
 
 
+def ranking_prompts(tokenizer, history_sids: Sequence[Sequence[str]], thinking: bool) -> list[str]:
+    """The prompts every ranker starts from (evaluation, serving, the promotion gate), so a model is
+    scored and served on the same text: thinking mode opens the assistant turn; direct mode is what
+    training put before a bare SID (Qwen3's template adds an empty think block there)."""
+    render = chat_prompt if thinking else direct_prompt
+    return [render(tokenizer, sid_history_prompt(h, thinking=thinking)) for h in history_sids]
+
+
 def thinking_response(reasoning: str, sid: str) -> str:
     """The assistant response of the reasoning format: `<think>\\n...\\n</think>\\n\\nSID` (paper §3.3.1)."""
     return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{sid}"

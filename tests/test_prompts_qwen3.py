@@ -52,11 +52,26 @@ def test_template_that_drops_the_answer_is_refused(qwen3_tokenizer):
         prompts.direct_prompt(qwen3_tokenizer, "hi")
 
 
-def test_evaluation_direct_mode_uses_it(qwen3_tokenizer):
-    from sidreasoner_core.evaluation.decode import _prompts
-
+def test_ranking_prompts_direct_mode_uses_it(qwen3_tokenizer):
     history = [["<a_1><b_2><c_3>"]]
-    direct, = _prompts(qwen3_tokenizer, history, thinking=False)
-    thinking, = _prompts(qwen3_tokenizer, history, thinking=True)
+    direct, = prompts.ranking_prompts(qwen3_tokenizer, history, thinking=False)
+    thinking, = prompts.ranking_prompts(qwen3_tokenizer, history, thinking=True)
     assert direct.endswith("<think>\n\n</think>\n\n")
     assert thinking.endswith("<|im_start|>assistant\n")  # thinking mode writes its own think block
+
+
+def test_served_direct_mode_ranks_from_the_prompt_evaluation_scored(qwen3_tokenizer, monkeypatch):
+    """The served model (and the promotion gate, which scores through it) sees in direct mode the
+    prompt training put before a bare SID, as evaluation does; it once got the bare generation prompt."""
+    from sidreasoner_core.decoding import constrained
+    from sidreasoner_core.serving.config import ServingConfig
+    from sidreasoner_core.serving.recommender import Recommender
+
+    seen = []
+    monkeypatch.setattr(constrained, "rank_sids", lambda model, tok, texts, *a, **k: seen.extend(texts) or [[] for _ in texts])
+    rec = object.__new__(Recommender)  # no weights needed: the prompts are under test
+    rec.model, rec.tokenizer, rec.config, rec.trie = None, qwen3_tokenizer, ServingConfig(), None
+    rec.sid_by_item = {"7": "<a_1><b_2><c_3>"}
+    rec.rank([["7"]], 10, "direct")
+    assert seen == prompts.ranking_prompts(qwen3_tokenizer, [["<a_1><b_2><c_3>"]], thinking=False)
+    assert seen[0].endswith("<think>\n\n</think>\n\n")

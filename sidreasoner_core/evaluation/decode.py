@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..decoding.constrained import rank_sids
 from ..decoding.thinking import Reasoning, generate_reasoning, think_then_rank
 from ..metrics import target_rank
-from ..prompts import chat_prompt, direct_prompt, sid_history_prompt
+from ..prompts import ranking_prompts
 from .config import EvaluateConfig
 from .load import EvalData, EvalModel
 
@@ -41,12 +41,6 @@ def sample_counts(config: EvaluateConfig, n_samples: int) -> tuple[int, int]:
     return n_direct, n_think
 
 
-def _prompts(tok, history_sids: list[list[str]], thinking: bool) -> list[str]:
-    # direct mode: what training put before a bare SID (Qwen3's template adds an empty think block there)
-    render = chat_prompt if thinking else direct_prompt
-    return [render(tok, sid_history_prompt(h, thinking=thinking)) for h in history_sids]
-
-
 def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool = True) -> Decoded:
     n_direct, n_think = sample_counts(config, len(data.samples))
     out = Decoded(n_direct, n_think)
@@ -54,10 +48,10 @@ def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool 
     reason = dict(max_new_tokens=config.max_reasoning_tokens, batch_size=config.thinking_batch_size, progress=progress,
                   max_sid_tokens=config.max_reasoning_sid_tokens)
     if config.direct:
-        out.direct = rank_sids(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_direct], False),
+        out.direct = rank_sids(m.model, m.tokenizer, ranking_prompts(m.tokenizer, data.history_sids[:n_direct], False),
                                m.trie, desc="direct", **search)
     if n_think > 0:
-        out.thinking = think_then_rank(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_think], True),
+        out.thinking = think_then_rank(m.model, m.tokenizer, ranking_prompts(m.tokenizer, data.history_sids[:n_think], True),
                                        m.trie, config.num_beams, config.reasoning_beams, config.batch_size,
                                        config.max_reasoning_tokens, config.thinking_batch_size,
                                        config.max_reasoning_sid_tokens, progress,
@@ -65,7 +59,7 @@ def decode(config: EvaluateConfig, data: EvalData, m: EvalModel, progress: bool 
                                        top_p=config.top_p)
     if config.best_of_n > 0:
         n_bon = min(config.best_of_n_samples, len(data.samples))
-        traces = generate_reasoning(m.model, m.tokenizer, _prompts(m.tokenizer, data.history_sids[:n_bon], True),
+        traces = generate_reasoning(m.model, m.tokenizer, ranking_prompts(m.tokenizer, data.history_sids[:n_bon], True),
                                     num_return_sequences=config.best_of_n, do_sample=True,
                                     temperature=config.temperature, top_p=config.top_p, desc="best-of-N", **reason)
         flat = [(i, j, t) for i, ts in enumerate(traces) for j, t in enumerate(ts)]

@@ -2,6 +2,7 @@
 and the compiled catalogue trie."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..artifacts import Artifact, ArtifactError, open_artifact
+from ..artifacts import MANIFEST, Artifact, ArtifactError, open_artifact
 from ..dataset import SAMPLES_FILE, item_titles, read_items, read_samples
 from ..sid import SIDTable, read_sid_table
 from .config import EvaluateConfig, resolve_device
@@ -81,6 +82,18 @@ def resolve_model(model_uri: str) -> Path:
     if (art.path / "model" / "config.json").exists():
         return art.path / "model"
     return resolve_model_dir(str(art.path))
+
+
+def model_ref(model_uri: str, model_dir: Path) -> dict:
+    """How an output names the model it scored as its parent: with the model artifact's digest when
+    `model_dir` is a model artifact's HF directory, so a later step can tell it scored the same weights."""
+    ref = {"uri": str(model_uri), "kind": "model"}
+    manifest = Path(model_dir).parent / MANIFEST
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())
+        if found.get("kind") == "model" and "digest" in found:
+            ref["digest"] = found["digest"]
+    return ref
 
 
 def load_eval_model(model_uri: str, config: EvaluateConfig):

@@ -120,12 +120,11 @@ class Recommender:
         reasoning of each in thinking mode. No validation: `check` first, or pass known items only."""
         from ..decoding.constrained import rank_sids
         from ..decoding.thinking import think_then_rank
-        from ..prompts import chat_prompt, sid_history_prompt
+        from ..prompts import ranking_prompts
 
         tok, cfg = self.tokenizer, self.config
         thinking = mode == "thinking"
-        prompts = [chat_prompt(tok, sid_history_prompt([self.sid_by_item[h] for h in hist], thinking=thinking))
-                   for hist in histories]
+        prompts = ranking_prompts(tok, [[self.sid_by_item[h] for h in hist] for hist in histories], thinking)
         if thinking:
             pairs = think_then_rank(self.model, tok, prompts, self.trie, num_beams, cfg.reasoning_beams,
                                     cfg.batch_size, cfg.max_reasoning_tokens, cfg.batch_size,
