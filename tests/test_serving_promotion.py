@@ -36,6 +36,8 @@ def gate_config(learning_rate: float) -> dict:
                                   "per_device_train_batch_size": 16, "eval_strategy": "no",
                                   "early_stopping_patience": None})
     cfg["sids"] = {"from_index": True}
+    # evaluation ranks every test sample in direct mode with the served batch size: the gate takes its rankings
+    cfg["evaluate"].update({"max_samples": 0, "batch_size": 32})
     cfg["coldstart"]["enabled"] = False
     cfg["grpo"]["enabled"] = False
     return cfg
@@ -67,6 +69,7 @@ def test_first_run_becomes_champion(gate):
     assert first.tags["promotion.decision"] == "promoted"
     assert first.tags["promotion.champion"] == "none" and "no champion yet" in first.tags["promotion.reason"]
     assert float(first.tags["promotion.candidate"]) > 0.05   # the aligned model learned the task
+    assert first.tags["promotion.candidate_from"] == "the evaluation step's rankings"
     parent = _parent(client, first)
     assert parent.data.tags["promotion.decision"] == "promoted" and parent.info.status == "FINISHED"
     assert client.get_model_version_by_alias(name, "champion").version == "1"   # still, after run 2
@@ -83,6 +86,7 @@ def test_worse_second_run_stays_candidate_with_the_reason_in_mlflow(gate):
     assert cand < champ, tags   # really worse, not a tie
     # the champion was re-scored on this run's split with the same code: the same figure as when it was promoted
     assert champ == pytest.approx(float(gate["after_first"].tags["promotion.candidate"]), abs=1e-4)
+    assert tags["promotion.champion_from"] == "the figures recorded when it was scored on these samples"
     assert f"does not beat champion v1's {champ:.4f}" in tags["promotion.reason"]
     parent = _parent(client, second)
     assert parent.data.tags["promotion.reason"] == tags["promotion.reason"]
@@ -101,3 +105,51 @@ def test_registered_source_is_the_packaged_mlflow_model(gate, tmp_path):
     local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path),
                                                 tracking_uri=client.tracking_uri)
     assert (Path(local) / "MLmodel").exists() and (Path(local) / "artifacts" / "bundle" / "catalogue.parquet").exists()
+
+
+def _outputs(run: dict) -> dict:
+    from sidreasoner_core.artifacts import open_artifact
+
+    root = Path(run["pipeline_root"])
+    return {name: open_artifact(next(root.rglob(rel))) for name, rel in
+            (("package", "package-op/served_model"), ("dataset", "data-op/dataset"), ("evaluation", "evaluate-op/evaluation"))}
+
+
+def test_figures_the_gate_takes_are_the_ones_it_would_measure(gate):
+    """The candidate's figures (from the evaluation step's rankings) and the champion's (recorded on its
+    version) equal what the gate measures by ranking each packaged model itself."""
+    import json
+
+    from sidreasoner_core.dataset import read_samples
+    from sidreasoner_core.promotion import PromoteConfig, load_champion, score, scored_on
+    from sidreasoner_core.serving.pyfunc import BUNDLE
+    from sidreasoner_core.serving.recommender import Recommender
+
+    client, name = gate["client"], gate["name"]
+    config, ks = PromoteConfig(), [1, 5, 10]
+    for version, run in (("1", gate["runs"][0]), ("2", gate["runs"][1])):
+        out = _outputs(run)
+        samples = read_samples(out["dataset"].path, config.split)
+        measured = score(Recommender.load(out["package"].path / "artifacts" / BUNDLE), samples, config, ks)
+        recorded = json.loads(client.get_model_version(name, version).tags["promotion.figures"])
+        assert recorded == pytest.approx({k: v for k, v in measured.items() if "@" in k}, abs=1e-9), version
+    # another scoring (here: other samples) finds no recorded figures: the champion is downloaded to be ranked
+    other = scored_on(out["dataset"].manifest["digest"], config, len(samples) - 1, 10)
+    found_version, recommender, figures = load_champion(client.tracking_uri, name, "champion", other)
+    assert found_version.version == "1" and figures is None and recommender is not None
+
+
+def test_the_candidate_is_ranked_again_when_the_evaluation_differs(gate):
+    from sidreasoner_core.dataset import read_samples
+    from sidreasoner_core.promotion import PromoteConfig, evaluation_ranking
+
+    out = _outputs(gate["runs"][0])
+    n = len(read_samples(out["dataset"].path, "test"))
+    args = out["evaluation"], out["package"], out["dataset"]
+    assert len(evaluation_ranking(*args, PromoteConfig(), n, 10)) == n
+    assert evaluation_ranking(*args, PromoteConfig(), n + 1, 10) is None            # more samples than it ranked
+    assert evaluation_ranking(*args, PromoteConfig(num_beams=20), n, 20) is None     # other beams
+    assert evaluation_ranking(*args, PromoteConfig(split="valid"), n, 10) is None    # other split
+    assert evaluation_ranking(*args, PromoteConfig(mode="thinking"), n, 10) is None  # thinking mode
+    other = _outputs(gate["runs"][1])                                                 # other weights
+    assert evaluation_ranking(other["evaluation"], out["package"], out["dataset"], PromoteConfig(), n, 10) is None
