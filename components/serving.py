@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, TRAINER_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -15,7 +15,8 @@ def package_op(model: Input[Model], dataset: Input[Dataset], sids: Input[Dataset
     served_model.metadata.update(values)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+# The trainer image (CUDA torch): the gate ranks on a GPU whatever it cannot take from earlier measurements.
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def promote_op(served_model: Input[Model], dataset: Input[Dataset], evaluation: Input[Dataset],
                baselines: Input[Model], config_json: str, metrics: Output[Metrics], decision: Output[Markdown],
                tracking_uri: str, model_name: str = "sidreasoner", alias: str = "candidate"):

@@ -121,6 +121,8 @@ def needs(function: str, config: dict) -> list[Need]:
                     out += [Need("cuda", True, "grpo.use_vllm (colocate)"), Need("gpus", 1, "grpo.use_vllm (colocate)")]
     elif function == "evaluate_op":
         out += _device_needs(_stage(config, "evaluate").device, "evaluate")
+    elif function == "promote_op":
+        out += _device_needs(_stage(config, "promote").device, "promote")
     elif function == "baselines_op":
         out += _device_needs(_stage(config, "baselines").device, "baselines")
     return out

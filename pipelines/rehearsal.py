@@ -117,7 +117,8 @@ def cpu_swaps(config: dict, function: str, gpus: int) -> tuple[dict, list[str]]:
     if gpus < 1:
         return config, []
     cfg, notes = copy.deepcopy(config), []
-    section = {"sids_op": "sids", "evaluate_op": "evaluate", "baselines_op": "baselines"}.get(function)
+    section = {"sids_op": "sids", "evaluate_op": "evaluate", "baselines_op": "baselines",
+               "promote_op": "promote"}.get(function)
     if section and str((cfg.get(section) or {}).get("device", "")).startswith("cuda"):
         notes.append(f"{section}.device {cfg[section]['device']} -> cpu")
         cfg[section]["device"] = "cpu"

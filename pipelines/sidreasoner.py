@@ -47,7 +47,7 @@ STEPS = {
     "baselines": ("8", "64Gi", 6 * HOUR),
     "evaluation": ("16", "128Gi", 12 * HOUR),
     "package-model": ("4", "32Gi", 2 * HOUR),
-    "promotion-gate": ("2", "8Gi", HOUR),
+    "promotion-gate": ("8", "64Gi", 2 * HOUR),  # one GPU: a champion from other data is ranked again
 }
 TRAIN_SHM = "64Gi"
 # Uncached steps whose outputs depend on content only (recomputed each run, so that a new input or an
@@ -140,7 +140,7 @@ def _model_stages(dataset, *, config_json, base_model, teacher_base_url, teacher
     promote = promote_op(served_model=package.outputs["served_model"], dataset=dataset,
                          evaluation=evaluate.outputs["evaluation"], baselines=baselines.outputs["baselines"],
                          config_json=config_json, model_name=model_name, alias=model_alias, **track)
-    _place(promote, "promotion-gate")
+    _place(promote, "promotion-gate", gpus=1, **gpu)
     for task in (sids, baselines, evaluate, package, promote):
         placement.with_secrets(task)  # object-store credentials (training steps and enrich got theirs above)
     placement.caching(promote, enabled=False)

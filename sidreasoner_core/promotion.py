@@ -40,6 +40,8 @@ class PromoteConfig(StageConfig):
     batch_size: int = Field(16, ge=1)
     require_beat_sasrec: bool = Field(False, description="also require the candidate to beat SASRec")
     champion_alias: str = "champion"
+    device: str = Field("auto", description="where the gate ranks a model it must rank: auto | cpu | cuda | cuda:N "
+                        "(cluster: cuda; a 1.7B model ranking a test split on the gate's CPUs would take hours)")
 
     @field_validator("metric")
     @classmethod
@@ -246,6 +248,7 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
     from .evaluation.score import flat_metrics
     from .serving.package import KIND as PACKAGE_KIND
     from .serving.pyfunc import BUNDLE
+    from .evaluation.config import resolve_device
     from .serving.recommender import CATALOGUE_FILE, Recommender
 
     config = PromoteConfig.build(section(config_json, "promote"), source="config_json [promote]")
@@ -257,12 +260,13 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
     if samples.empty:
         raise ValueError(f"{dataset.uri}: split {config.split!r} has no samples to score the candidate on")
     ks = sorted({1, 5, 10, int(config.metric.split("@")[1])})
-    beams, n = max(config.num_beams, max(ks)), len(samples)
+    beams, n, device = max(config.num_beams, max(ks)), len(samples), resolve_device(config.device)
     bundle = package.path / "artifacts" / BUNDLE
     evaluation = open_artifact(evaluation_uri) if evaluation_uri else None
     ranked = evaluation_ranking(evaluation, package, dataset, config, n, beams) if evaluation else None
     if ranked is None:
-        candidate, candidate_from = score(Recommender.load(bundle), samples, config, ks, "candidate"), "ranked here"
+        candidate = score(Recommender.load(bundle).to(device), samples, config, ks, "candidate")
+        candidate_from = "ranked here"
     else:
         sid_by_item = dict(zip(*pq.read_table(bundle / CATALOGUE_FILE, columns=["item_id", "sid"]).to_pydict().values()))
         candidate = figures(ranked, samples, sid_by_item, set(sid_by_item.values()), ks, "candidate")
@@ -278,7 +282,7 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
                 champion, champion_from = found[2], "the figures recorded when it was scored on these samples"
                 log.info("promotion: champion v%s %s", champion_version, champion_from)
             else:
-                champion = score(found[1], samples, config, ks, f"champion v{champion_version}")
+                champion = score(found[1].to(device), samples, config, ks, f"champion v{champion_version}")
                 champion_from = "ranked here"
     promote, reason = decide(config, candidate, champion, sasrec, champion_version)
     decision = Decision(promote, reason, config.metric, candidate, champion, champion_version, sasrec,

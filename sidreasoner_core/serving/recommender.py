@@ -77,6 +77,11 @@ class Recommender:
         catalogue = pq.read_table(bundle / CATALOGUE_FILE).to_pylist()
         return cls(model, tok, catalogue, config)
 
+    def to(self, device: str) -> "Recommender":
+        """The model moved to `device` (the promotion gate ranks on its GPU; serving stays where it loaded)."""
+        self.model = self.model.to(device)
+        return self
+
     def __len__(self) -> int:
         return len(self.sid_by_item)
 
