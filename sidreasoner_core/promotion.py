@@ -245,10 +245,10 @@ def step(config_json: str, package_uri: str, package_path: str, dataset_uri: str
     from .config import section
     from .dataset import KIND as DATASET_KIND
     from .dataset import read_samples
+    from .evaluation.config import resolve_device
     from .evaluation.score import flat_metrics
     from .serving.package import KIND as PACKAGE_KIND
     from .serving.pyfunc import BUNDLE
-    from .evaluation.config import resolve_device
     from .serving.recommender import CATALOGUE_FILE, Recommender
 
     config = PromoteConfig.build(section(config_json, "promote"), source="config_json [promote]")
