@@ -150,3 +150,21 @@ def test_report_examples_show_a_hit_beside_the_misses():
     assert [(r["sample"], r["rank"]) for r in pick_examples(rows)] == [(0, -1), (1, -1), (3, 4)]
     assert [r["sample"] for r in pick_examples([r for r in rows if r["rank"] < 0])] == [0, 1, 2]
     assert [r["mode"] for r in pick_examples(rows[:3])] == ["direct"] * 3
+
+
+def test_evaluation_names_the_model_by_its_verified_digest(tmp_path, tiny_model_dir):
+    """The promotion gate takes the evaluation's rankings only for the weights it scored: the model parent
+    carries the artifact's digest when the artifact verifies, and none when its files no longer match."""
+    import shutil
+
+    from sidreasoner_core.artifacts import open_artifact, write_artifact
+    from sidreasoner_core.evaluation.load import resolve_model
+
+    with write_artifact(tmp_path / "m", kind="model") as d:
+        shutil.copytree(tiny_model_dir, d / "model")
+    path, ref = resolve_model(str(tmp_path / "m"))
+    assert path == tmp_path / "m" / "model"
+    assert ref == open_artifact(tmp_path / "m").ref() and ref["kind"] == "model" and ref["digest"]
+    (tmp_path / "m" / "model" / "extra.bin").write_bytes(b"other weights")  # no longer the manifest's files
+    path, ref = resolve_model(str(tmp_path / "m"))
+    assert path == tmp_path / "m" / "model" and "digest" not in ref

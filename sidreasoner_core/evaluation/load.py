@@ -2,7 +2,6 @@
 and the compiled catalogue trie."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..artifacts import MANIFEST, Artifact, ArtifactError, open_artifact
+from ..artifacts import Artifact, ArtifactError, open_artifact
 from ..dataset import SAMPLES_FILE, item_titles, read_items, read_samples
 from ..sid import SIDTable, read_sid_table
 from .config import EvaluateConfig, resolve_device
@@ -36,6 +35,7 @@ class EvalModel:
     tokenizer: Any
     path: Path
     trie: Any   # decoding.constrained.SIDTrie over the catalogue's SIDs
+    ref: dict   # how an output names the model as its parent (artifacts.Artifact.ref for an artifact)
 
 
 def sid_table(dataset: Artifact, sids: Artifact | None, items: pd.DataFrame | None = None) -> SIDTable:
@@ -71,42 +71,32 @@ def load_data(config: EvaluateConfig, dataset: Artifact, sids: Artifact | None) 
     return EvalData(samples, table, hist, [table.sid_by_item[t] for t in samples["target"]], item_titles(items))
 
 
-def resolve_model(model_uri: str) -> Path:
-    """A "model" artifact (HF directory under model/) or any reference `models.resolve_model_dir` takes."""
+def resolve_model(model_uri: str) -> tuple[Path, dict]:
+    """A "model" artifact (HF directory under model/) or any reference `models.resolve_model_dir` takes,
+    and how an output names it as its parent: the verified artifact's ref (with its digest, so a later
+    step can tell it scored the same weights), else the bare reference."""
     from ..models import resolve_model_dir
 
     try:
         art = open_artifact(model_uri)
     except ArtifactError:
-        return resolve_model_dir(model_uri)
+        return resolve_model_dir(model_uri), {"uri": str(model_uri), "kind": "model"}
     if (art.path / "model" / "config.json").exists():
-        return art.path / "model"
-    return resolve_model_dir(str(art.path))
-
-
-def model_ref(model_uri: str, model_dir: Path) -> dict:
-    """How an output names the model it scored as its parent: with the model artifact's digest when
-    `model_dir` is a model artifact's HF directory, so a later step can tell it scored the same weights."""
-    ref = {"uri": str(model_uri), "kind": "model"}
-    manifest = Path(model_dir).parent / MANIFEST
-    if manifest.is_file():
-        found = json.loads(manifest.read_text())
-        if found.get("kind") == "model" and "digest" in found:
-            ref["digest"] = found["digest"]
-    return ref
+        return art.path / "model", art.ref()
+    return resolve_model_dir(str(art.path)), art.ref()
 
 
 def load_eval_model(model_uri: str, config: EvaluateConfig):
-    """(model in eval mode on the configured device, tokenizer with a pad token, model directory)."""
+    """(model in eval mode on the configured device, tokenizer with a pad token, model directory, its parent ref)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(model_uri)
+    path, ref = resolve_model(model_uri)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype))
-    return model.to(resolve_device(config.device)).eval(), tok, path
+    return model.to(resolve_device(config.device)).eval(), tok, path, ref
 
 
 def load_model(config: EvaluateConfig, model_uri: str, table: SIDTable) -> EvalModel:
@@ -114,7 +104,7 @@ def load_model(config: EvaluateConfig, model_uri: str, table: SIDTable) -> EvalM
     from ..decoding.constrained import SIDTrie
     from ..models import add_sid_tokens
 
-    model, tok, path = load_eval_model(model_uri, config)
+    model, tok, path, ref = load_eval_model(model_uri, config)
     if config.add_missing_sid_tokens and add_sid_tokens(tok, model, table.vocabulary()):
         log.warning("evaluate: SID tokens added with random embeddings (add_missing_sid_tokens)")
-    return EvalModel(model, tok, path, SIDTrie.build(table.item_by_sid, tok))
+    return EvalModel(model, tok, path, SIDTrie.build(table.item_by_sid, tok), ref)

@@ -22,7 +22,7 @@ from . import report
 from .baselines.stage import KIND as BASELINES_KIND
 from .config import EvaluateConfig
 from .decode import Decoded, decode, prediction_rows
-from .load import EvalData, EvalModel, load_data, load_model, model_ref
+from .load import EvalData, EvalModel, load_data, load_model
 from .score import METRICS_FILE, PREDICTIONS_FILE, Scores, flat_metrics, score
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _write(out, config: EvaluateConfig, dataset: Artifact, sids: Artifact | None
         notes.append(f"{shared} items share a SID with another item; the model is scored at SID level "
                      "(a prediction of the shared SID counts for each of its items).")
     examples = [_example(r, data, config.num_beams) for r in pick_examples(rows)]
-    parents = [a for a in (dataset, sids, baselines) if a is not None] + [model_ref(model_uri, model.path)]
+    parents = [a for a in (dataset, sids, baselines) if a is not None] + [model.ref]
     with write_artifact(out, kind=KIND, config=config, parents=parents,
                         extra={"model_path": str(model.path), "wall_s": round(wall, 1)}) as d:
         pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), d / PREDICTIONS_FILE)
