@@ -66,17 +66,23 @@ def _local_data_file(path: str) -> bool:
     return "://" not in path and not Path(path).is_absolute()
 
 
-def _sft_needs(opts, section: str) -> list[Need]:
+def _launch_needs(opts, where: str) -> list[Need]:
+    """GPUs and DeepSpeed for a trainer's launch options (`where`: e.g. "align.train")."""
     out = []
     if opts.num_gpus > 1:
-        out.append(Need("gpus", opts.num_gpus, f"{section}.train.num_gpus"))
+        out.append(Need("gpus", opts.num_gpus, f"{where}.num_gpus"))
     if opts.deepspeed != "none":
-        out += [Need("package", "deepspeed", f"{section}.train.deepspeed: {opts.deepspeed}"),
-                Need("cuda", True, f"{section}.train.deepspeed: {opts.deepspeed}")]
+        out += [Need("package", "deepspeed", f"{where}.deepspeed: {opts.deepspeed}"),
+                Need("cuda", True, f"{where}.deepspeed: {opts.deepspeed}")]
     return out
 
 
 OBJECT_STORE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# The tasks whose stage section has a `device` (cuda -> a CUDA device and one GPU), and those whose
+# trainer launches one process per GPU (`num_gpus` in that sub-section): the contract reads both here,
+# the rehearsal swaps them for their CPU paths (pipelines/rehearsal.py).
+DEVICE_SECTIONS = {"sids_op": "sids", "evaluate_op": "evaluate", "promote_op": "promote", "baselines_op": "baselines"}
+LAUNCH_SECTIONS = {"align_op": ("align", "train"), "coldstart_op": ("coldstart", "train"), "grpo_op": ("grpo", "cluster")}
 
 
 def needs(function: str, config: dict) -> list[Need]:
@@ -84,8 +90,9 @@ def needs(function: str, config: dict) -> list[Need]:
     out: list[Need] = []
     if function == "data_op":  # the only step that opens the object store itself (data_uri=s3://...)
         out += [Need("env", v, "data_uri on the object store") for v in OBJECT_STORE_ENV]
-    elif function == "sids_op":
-        out += _device_needs(_stage(config, "sids").device, "sids")
+    elif function in DEVICE_SECTIONS:
+        section = DEVICE_SECTIONS[function]
+        out += _device_needs(_stage(config, section).device, section)
     elif function == "enrich_op":
         cfg = _stage(config, "enrich")
         if cfg.teacher == "openai":
@@ -96,7 +103,7 @@ def needs(function: str, config: dict) -> list[Need]:
                 out += [Need("package", "vllm", "enrich.ray_engine: vllm"), Need("gpus", 1, "enrich.ray_engine: vllm")]
     elif function == "align_op":
         cfg = _stage(config, "align")
-        out += _sft_needs(cfg.train, "align")
+        out += _launch_needs(cfg.train, "align.train")
         ratios = cfg.effective_ratios()
         if ratios.get("gsm8k", 0) > 0 and _local_data_file(cfg.gsm8k_train):
             out.append(Need("file", cfg.gsm8k_train, "align.gsm8k_train"))
@@ -105,26 +112,15 @@ def needs(function: str, config: dict) -> list[Need]:
     elif function == "coldstart_op":
         cfg = _stage(config, "coldstart")
         if cfg.enabled:
-            out += _sft_needs(cfg.train, "coldstart")
+            out += _launch_needs(cfg.train, "coldstart.train")
     elif function == "grpo_op":
         cfg = _stage(config, "grpo")
         if cfg.enabled:
-            c = cfg.cluster
-            if c.num_gpus > 1:
-                out.append(Need("gpus", c.num_gpus, "grpo.cluster.num_gpus"))
-            if c.deepspeed != "none":
-                out += [Need("package", "deepspeed", f"grpo.cluster.deepspeed: {c.deepspeed}"),
-                        Need("cuda", True, f"grpo.cluster.deepspeed: {c.deepspeed}")]
+            out += _launch_needs(cfg.cluster, "grpo.cluster")
             if cfg.use_vllm:
                 out.append(Need("package", "vllm", "grpo.use_vllm"))
                 if cfg.vllm_mode == "colocate":
                     out += [Need("cuda", True, "grpo.use_vllm (colocate)"), Need("gpus", 1, "grpo.use_vllm (colocate)")]
-    elif function == "evaluate_op":
-        out += _device_needs(_stage(config, "evaluate").device, "evaluate")
-    elif function == "promote_op":
-        out += _device_needs(_stage(config, "promote").device, "promote")
-    elif function == "baselines_op":
-        out += _device_needs(_stage(config, "baselines").device, "baselines")
     return out
 
 

@@ -117,14 +117,12 @@ def cpu_swaps(config: dict, function: str, gpus: int) -> tuple[dict, list[str]]:
     if gpus < 1:
         return config, []
     cfg, notes = copy.deepcopy(config), []
-    section = {"sids_op": "sids", "evaluate_op": "evaluate", "baselines_op": "baselines",
-               "promote_op": "promote"}.get(function)
+    section = contract.DEVICE_SECTIONS.get(function)
     if section and str((cfg.get(section) or {}).get("device", "")).startswith("cuda"):
         notes.append(f"{section}.device {cfg[section]['device']} -> cpu")
         cfg[section]["device"] = "cpu"
-    launch = {"align_op": ("align", "train"), "coldstart_op": ("coldstart", "train"), "grpo_op": ("grpo", "cluster")}
-    if function in launch:
-        section, sub = launch[function]
+    if function in contract.LAUNCH_SECTIONS:
+        section, sub = contract.LAUNCH_SECTIONS[function]
         node = cfg.setdefault(section, {}).setdefault(sub, {})
         n = int(node.get("num_gpus", 1))
         # one colocated vLLM engine per process reserves a share of RAM: one process on this machine

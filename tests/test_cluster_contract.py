@@ -32,6 +32,19 @@ def test_every_task_of_the_pipeline_is_covered():
     assert all(p.image in images.IMAGES for y in COMPILED for p in contract.placements(y))
 
 
+def test_every_section_with_a_device_or_a_launch_is_read_by_the_contract():
+    """A stage that gains a `device` field (or a trainer's num_gpus) must be in the map that both the
+    contract and the rehearsal's CPU swaps read, or its GPU request would go unchecked and unrehearsed."""
+    from sidreasoner_core.stages import SECTIONS, config_class
+
+    with_device = {s for s in SECTIONS if "device" in config_class(s).model_fields}
+    assert with_device == set(contract.DEVICE_SECTIONS.values())
+    for section, sub in contract.LAUNCH_SECTIONS.values():
+        assert "num_gpus" in config_class(section).model_fields[sub].annotation.model_fields
+    functions = {p.function for p in contract.placements()}
+    assert set(contract.DEVICE_SECTIONS) | set(contract.LAUNCH_SECTIONS) <= functions
+
+
 def test_needs_follow_the_cluster_config():
     cfg = validate_pipeline_config("cluster")
     by_fn = {fn: {(n.kind, n.value) for n in contract.needs(fn, cfg)}
