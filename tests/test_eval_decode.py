@@ -181,7 +181,8 @@ def test_reasoning_beams_rank_by_trace_plus_sid_log_probability(model_tok):
     greedy = [t[0] for t in generate_reasoning(model, tok, prompts, max_new_tokens=5, progress=False)]
     one = think_then_rank(model, tok, prompts, trie, 4, 1, max_new_tokens=5, progress=False)
     assert [t.text for t, _ in one] == [t.text for t in greedy]
-    assert [r for _, r in one] == rank_sids(model, tok, [t.context for t in greedy], trie, 4, progress=False)
+    _assert_same_ranking([r for _, r in one], rank_sids(model, tok, [t.context for t in greedy], trie, 4,
+                                                        progress=False))
 
     beams = generate_reasoning(model, tok, prompts, max_new_tokens=5, num_return_sequences=3, num_beams=3,
                                progress=False)
@@ -199,6 +200,72 @@ def test_reasoning_beams_rank_by_trace_plus_sid_log_probability(model_tok):
         assert [s for s, _ in ranked] == [s for s, _ in best]
         assert [x for _, x in ranked] == pytest.approx([x for _, x in best], abs=1e-4)
         assert top.text in [t.text for t in ts]
+
+
+def _assert_same_ranking(got, expected):
+    assert [[s for s, _ in r] for r in got] == [[s for s, _ in r] for r in expected]
+    assert [x for r in got for _, x in r] == pytest.approx([x for r in expected for _, x in r], abs=1e-3)
+
+
+@pytest.mark.parametrize("favourite", [None, THINK_CLOSE, "<|im_end|>"])
+def test_greedy_thinking_searches_from_the_reasoning_cache(model_tok, favourite):
+    """The SID search continues from the reasoning's KV cache: the same traces as `generate_reasoning`,
+    and the same ranking as a fresh search after the generated tokens + `</think>\n\n`, in a batch whose
+    rows closed `</think>` themselves, were closed by force at the budget, or ended their turn (that
+    token dropped)."""
+    from sidreasoner_core.decoding.constrained import rank_sid_ids
+    from sidreasoner_core.decoding.thinking import greedy_think_then_rank
+
+    import copy
+
+    base, tok = model_tok
+    model = copy.deepcopy(base)   # weights x20: a random model whose greedy traces differ from row to row
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.mul_(20)
+    trie = SIDTrie.build(CATALOGUE, tok)
+    histories = (CATALOGUE[:2], CATALOGUE[3:6], CATALOGUE[1:2], CATALOGUE[:7])
+    prompts = [chat_prompt(tok, sid_history_prompt(h, thinking=True)) for h in histories]
+    heads = [tok(f"{p}<think>\n", add_special_tokens=False)["input_ids"] for p in prompts]
+    ids, mask = encode_left_padded(tok, [f"{p}<think>\n" for p in prompts])
+    sid_ids = [i for t, i in tok.get_vocab().items() if TOKEN_RE.fullmatch(t)]
+    close, eos = tok.convert_tokens_to_ids(THINK_CLOSE), tok.eos_token_id
+
+    def greedy():
+        return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                              pad_token_id=tok.pad_token_id, eos_token_id=[close, eos],
+                              suppress_tokens=sid_ids)[:, ids.size(1):].tolist()
+    if favourite:   # after a token row 0 writes second and row 3 writes fourth, the favourite token wins
+        plain = greedy()
+        after = torch.tensor(sorted({plain[0][1], plain[3][3]} - set(plain[1])))
+        fav = tok.convert_tokens_to_ids(favourite)
+
+        def forward(*args, **kw):
+            out = type(model).forward(model, *args, **kw)
+            out.logits[torch.isin(kw["input_ids"][:, -1], after), -1, fav] = 1e4
+            return out
+        model.forward = forward
+    try:
+        run = dict(max_new_tokens=6, progress=False, max_sid_tokens=0)
+        texts = [t[0] for t in generate_reasoning(model, tok, prompts, **run)]
+        got = greedy_think_then_rank(model, tok, prompts, trie, 4, batch_size=3, **run)
+        contexts = []
+        for head, row in zip(heads, greedy()):
+            cut = next((j for j, t in enumerate(row) if t in (close, eos, tok.pad_token_id)), len(row))
+            closed = cut < len(row) and row[cut] == close
+            tail = f"\n\n" if closed else f"\n{THINK_CLOSE}\n\n"
+            contexts.append(head + row[:cut + closed] + tok(tail, add_special_tokens=False)["input_ids"])
+        expected = rank_sid_ids(model, contexts, tok.pad_token_id, trie, 4, progress=False)
+    finally:
+        model.__dict__.pop("forward", None)
+    assert len({t.text for t in texts}) > 1
+    assert [(t.text, t.tokens, t.forced) for t, _ in got] == [(t.text, t.tokens, t.forced) for t in texts]
+    assert texts[1].tokens == 6 and texts[1].forced
+    if favourite:
+        short = [t for t in texts if t.tokens < 6]   # traces of 2 and 4 tokens beside the forced ones
+        assert len({t.tokens for t in texts}) == 3 and all(t.forced == (favourite != THINK_CLOSE) for t in short)
+    _assert_same_ranking([r for _, r in got], expected)
 
 
 def test_reasoning_samples_rank_by_mean_probability_over_sampled_traces(model_tok):

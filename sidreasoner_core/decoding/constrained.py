@@ -155,15 +155,23 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, tr
     a score of -inf marks an empty beam (fewer than K catalogue SIDs reachable).
     `trie=None` runs the same loop unconstrained over the full vocabulary (`levels` steps).
     """
-    levels = trie.levels if trie is not None else levels
-    B, K = input_ids.size(0), num_beams
-    dev = input_ids.device
     position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position,
                 use_cache=True, logits_to_keep=1)
-    cache, logp = out.cache, out.logits[:, -1].float().log_softmax(-1)
-    next_pos = position[:, -1:] + 1
-    mask = attention_mask
+    return search_from(model, out.cache, out.logits[:, -1], attention_mask, position[:, -1:] + 1, trie,
+                       num_beams, levels)
+
+
+@torch.no_grad()
+def search_from(model, cache, last_logits: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
+                trie: SIDTrie | None, num_beams: int = 10, levels: int | None = None):
+    """`beam_search` from a prefilled state: the KV `cache` of B contexts, the logits of their last
+    position (B, vocab), their attention `mask` (B, T; zeros anywhere mark positions to ignore) and the
+    position id (B, 1) the first SID token takes. Thinking mode starts here from the reasoning's cache."""
+    levels = trie.levels if trie is not None else levels
+    B, K = last_logits.size(0), num_beams
+    dev = last_logits.device
+    logp = last_logits.float().log_softmax(-1)
     scores = torch.zeros(B, 1, device=dev)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)
     seqs = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)
@@ -225,24 +233,33 @@ def pad_left(ids: Sequence[Sequence[int]], pad_id: int, device=None):
 def rank_sids(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int = 10,
               batch_size: int = 8, desc: str = "constrained beam search", progress: bool = True
               ) -> list[list[tuple[str, float]]]:
-    """Top-`num_beams` catalogue SIDs with their log-probabilities for every prompt, best first.
+    """Top-`num_beams` catalogue SIDs with their log-probabilities for every prompt, best first."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
+    return rank_sid_ids(model, ids, tokenizer.pad_token_id, trie, num_beams, batch_size, desc, progress)
 
-    Prompts are sorted by length so a batch carries little padding; results are in input order.
-    """
+
+def rank_sid_ids(model, ids: Sequence[Sequence[int]], pad_id: int, trie: SIDTrie, num_beams: int = 10,
+                 batch_size: int = 8, desc: str = "constrained beam search", progress: bool = True
+                 ) -> list[list[tuple[str, float]]]:
+    """`rank_sids` of already-tokenized contexts. Contexts are sorted by length so a batch carries
+    little padding; results are in input order."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     trie = trie.to(device)
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     results: list[list[tuple[str, float]]] = [[] for _ in ids]
     with tqdm(total=len(ids), desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            input_ids, mask = pad_left([ids[i] for i in chunk], tokenizer.pad_token_id, device)
+            input_ids, mask = pad_left([ids[i] for i in chunk], pad_id, device)
             scores, _, leaves = beam_search(model, input_ids, mask, trie, num_beams)
             for row, i in enumerate(chunk):
-                results[i] = [(trie.sids[int(leaf)], float(s)) for s, leaf in zip(scores[row], leaves[row])
-                              if s != NEG_INF]
+                results[i] = ranked_leaves(trie, scores[row], leaves[row])
             bar.update(len(chunk))
     return results
+
+
+def ranked_leaves(trie: SIDTrie, scores: torch.Tensor, leaves: torch.Tensor) -> list[tuple[str, float]]:
+    """One sample's (SID, score) beams, best first, without empty beams."""
+    return [(trie.sids[int(leaf)], float(s)) for s, leaf in zip(scores, leaves) if s != NEG_INF]

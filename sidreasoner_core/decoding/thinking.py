@@ -13,7 +13,9 @@ import torch
 
 from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..sid import TOKEN_RE
-from .constrained import encode_left_padded
+
+NEG = float("-inf")
+from .constrained import encode_left_padded, pad_left, ranked_leaves, search_from
 
 
 @dataclass
@@ -122,7 +124,7 @@ def think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_beams: i
                     ) -> list[tuple[Reasoning, list[tuple[str, float]]]]:
     """Thinking mode: reasoning, then the constrained SID search after `</think>`.
 
-    - One reasoning beam, no samples: the paper's greedy reasoning (§3.3.1).
+    - One reasoning beam, no samples: the paper's greedy reasoning (§3.3.1), `greedy_think_then_rank`.
     - `reasoning_beams` B > 1: the B best traces of a beam search, each followed by the SID search;
       the catalogue is ranked by the joint log-probability of trace + SID (best trace per SID).
     - `reasoning_samples` K > 0: K traces sampled at `temperature`, each followed by the SID search;
@@ -135,6 +137,9 @@ def think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_beams: i
 
     if reasoning_samples > 0 and reasoning_beams > 1:
         raise ValueError("reasoning_samples and reasoning_beams > 1 are exclusive: pick one")
+    if reasoning_samples == 0 and reasoning_beams == 1 and _single_token_id(tokenizer, THINK_CLOSE) is not None:
+        return greedy_think_then_rank(model, tokenizer, prompts, trie, num_beams, max_new_tokens,
+                                      thinking_batch_size, max_sid_tokens, progress, desc)
     per_prompt = reasoning_samples or reasoning_beams
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if reasoning_samples else \
         dict(num_beams=reasoning_beams)
@@ -185,3 +190,87 @@ def merge_mean_probability(traces: Sequence[Reasoning], ranked: Sequence[Sequenc
 def _logsumexp(xs: Sequence[float]) -> float:
     m = max(xs)
     return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+@torch.no_grad()
+def greedy_think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_beams: int, max_new_tokens: int,
+                           batch_size: int = 64, max_sid_tokens: int | None = None, progress: bool = True,
+                           desc: str = "thinking") -> list[tuple[Reasoning, list[tuple[str, float]]]]:
+    """Greedy reasoning, then the SID search continuing from the reasoning's own KV cache.
+
+    The same traces as `generate_reasoning` (greedy), and the SID search runs after the tokens the
+    model generated plus `</think>\n\n` (`\n</think>\n\n` where the trace was closed by force),
+    instead of after the re-tokenized trace text: the context is not encoded a second time, which was
+    a third of the thinking mode's time. A row that ended its turn without `</think>` drops that token
+    (its mask is 0), as the text context does. Prompts run sorted by length (less padding)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    trie = trie.to(device)
+    close_id, eos_id, pad_id = _single_token_id(tokenizer, THINK_CLOSE), tokenizer.eos_token_id, tokenizer.pad_token_id
+    # an end of turn (or a pad) ends the trace without counting in the context, as the text context drops it
+    dropped = torch.tensor(sorted({i for i in (eos_id, pad_id) if i is not None}), device=device)
+    stops = torch.cat([dropped, torch.tensor([close_id], device=device)])
+    sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else None
+    suffix = {True: tokenizer(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False)["input_ids"],
+              False: tokenizer("\n\n", add_special_tokens=False)["input_ids"]}   # by "closed by force"
+    heads = [tokenizer(f"{p}{THINK_OPEN}\n", add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(heads)), key=lambda i: len(heads[i]))
+    out: list = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            input_ids, mask = pad_left([heads[i] for i in chunk], pad_id, device)
+            B = input_ids.size(0)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            step_out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1)
+            cache, next_pos = step_out.cache, pos[:, -1:] + 1
+            done = torch.zeros(B, dtype=torch.bool, device=device)
+            sid_used = torch.zeros(B, dtype=torch.long, device=device)
+            generated, real = [], []
+            for step in range(max_new_tokens):
+                logits = step_out.logits[:, -1].float()
+                if sid_ids is not None:   # SID tokens inside the reasoning, bounded per row
+                    is_sid = torch.zeros(logits.size(1), dtype=torch.bool, device=device)
+                    is_sid[sid_ids] = True
+                    logits[(sid_used >= max_sid_tokens)[:, None] & is_sid] = NEG
+                nxt = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), logits.argmax(-1))
+                keep = ~done & ~torch.isin(nxt, dropped)   # the token counts in the context
+                if sid_ids is not None:
+                    sid_used += (is_sid[nxt] & ~done).long()
+                generated.append(nxt)
+                real.append(keep)
+                done = done | torch.isin(nxt, stops)
+                if done.all() or step == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, keep[:, None].long()], -1)
+                step_out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
+                                 use_cache=True)
+                cache = step_out.cache
+                next_pos = next_pos + keep[:, None].long()
+            rows = torch.stack(generated, 1).tolist()
+            traces = [_trace(prompts[i], row, close_id, eos_id, pad_id, tokenizer) for i, row in zip(chunk, rows)]
+            # feed each row's last token (when it counts) and its suffix in one right-aligned block
+            tails = [([row[-1]] if bool(real[-1][r]) else []) + suffix[t.forced] for r, (row, t) in
+                     enumerate(zip(rows, traces))]
+            tail_ids, tail_mask = pad_left(tails, pad_id, device)
+            tail_pos = next_pos + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([mask, tail_mask], -1)
+            step_out = model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_pos, cache=step_out.cache,
+                             use_cache=True, logits_to_keep=1)
+            scores, _, leaves = search_from(model, step_out.cache, step_out.logits[:, -1], mask, tail_pos[:, -1:] + 1,
+                                            trie, num_beams)
+            for r, i in enumerate(chunk):
+                out[i] = (traces[r], ranked_leaves(trie, scores[r], leaves[r]))
+            bar.update(len(chunk))
+    return out
+
+
+def _trace(prompt: str, row: list[int], close_id: int, eos_id: int | None, pad_id: int, tokenizer) -> Reasoning:
+    """The `Reasoning` of one greedy row (as `generate_reasoning` reads it)."""
+    ends = {close_id, eos_id, pad_id}
+    cut = next((j for j, t in enumerate(row) if t in ends), len(row))
+    closed = cut < len(row) and row[cut] == close_id
+    text = tokenizer.decode(row[:cut], skip_special_tokens=False)
+    return Reasoning(text=text.strip(), tokens=cut, forced=not closed, context=reasoning_context(prompt, text))
