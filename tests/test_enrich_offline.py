@@ -211,3 +211,21 @@ def test_corpus_reports_how_identifying_its_traces_are(offline_corpus, enrich_in
     share = identifying_share([("next: a hex bolt by Acme.", a), ("next: a hex bolt by Bolty.", b),
                                ("next: a hex bolt.", a), ("next: gloves.", a)], [a, b, c])
     assert share == {"n": 4.0, "states_target_type": 0.75, "identifying": 0.25}
+
+
+def test_offline_narrative_is_the_same_under_any_hash_seed():
+    """Words shared across the history are counted in the order each item lists them, not in set
+    order: the corpus (and so `make run`'s figures) must not depend on the process's hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from sidreasoner_core.enrich.offline import user_narrative\n"
+            "from sidreasoner_core.enrich.prompts import ItemInfo\n"
+            "d = 'silicone sealant for kitchen bath and rubber seals, a sealant that is silicone based'\n"
+            "h = [ItemInfo(str(i), f'<a_{i}>', t, 'DAP', '', d) for i, t in "
+            "enumerate(['Kitchen Bath Sealant', 'Silicone Rubber Sealant Kitchen', 'Bath Silicone Seal'])]\n"
+            "print(user_narrative(h, None))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outs) == 1 and "recur" in next(iter(outs))

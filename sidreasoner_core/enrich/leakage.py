@@ -4,16 +4,16 @@ all but names the next item (the leak a teacher that sees the target can produce
 into the corpus stats and the pipeline report."""
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Iterable
 
 from .offline import product_type
 from .prompts import ItemInfo
+from .validate import phrase_pattern
 
 
 def _mentions(text: str, phrase: str) -> bool:
-    return bool(phrase) and re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text) is not None
+    return bool(phrase) and phrase_pattern(phrase.lower(), r"[\w-]").search(text) is not None
 
 
 def identifying_share(traces: Iterable[tuple[str, ItemInfo]], catalogue: Iterable[ItemInfo]) -> dict[str, float]:

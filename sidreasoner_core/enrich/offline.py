@@ -16,10 +16,11 @@ import ast
 import json
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Sequence
 
 from .prompts import ItemInfo
-from .validate import SENTENCE_SPLIT, mentions_title
+from .validate import SENTENCE_SPLIT, mentions_title, phrase_pattern
 
 STOPWORDS = set("""a an and the of for with in on to by from at or as is are be this that these those it its
 your you our we all any each per set pack kit piece pieces pcs pc inch inches x mm cm ft lb lbs oz count ct
@@ -42,6 +43,7 @@ def clean_description(text: str | None) -> str:
     return " ".join(text.split())
 
 
+@lru_cache(maxsize=None)   # asked for each item many times over a corpus (items are frozen)
 def product_type(item: ItemInfo) -> str:
     """A short noun phrase for what the item is, from the title's head segment without the brand
     and model numbers; always strictly shorter than the title, so writing it never writes the title."""
@@ -58,12 +60,17 @@ def product_type(item: ItemInfo) -> str:
 
 
 def keywords(item: ItemInfo, n: int = 8) -> list[str]:
+    return list(_keywords(item, n))
+
+
+@lru_cache(maxsize=None)
+def _keywords(item: ItemInfo, n: int) -> tuple[str, ...]:
     words = WORD.findall(f"{item.title} {item.description[:400]}")
     brand = {w.lower() for w in item.brand.split()}
     counts = Counter(w.lower() for w in words if w.lower() not in STOPWORDS and w.lower() not in brand and len(w) > 2)
     title_words = [w.lower() for w in WORD.findall(item.title)]
     ranked = sorted(counts, key=lambda w: (w not in title_words, -counts[w], title_words.index(w) if w in title_words else 0))
-    return ranked[:n]
+    return tuple(ranked[:n])
 
 
 def _sentences(text: str, n: int) -> list[str]:
@@ -75,7 +82,7 @@ def _scrub(text: str, title: str, replacement: str) -> str:
     """Replace the title wherever it appears (case-insensitive) so templates never leak it."""
     if not mentions_title(text, title):
         return text
-    return re.sub(re.escape(" ".join(title.split())), replacement, " ".join(text.split()), flags=re.I)
+    return phrase_pattern(" ".join(title.split()), "", re.I).sub(replacement, " ".join(text.split()))
 
 
 def _join(words: Sequence[str]) -> str:
@@ -164,7 +171,7 @@ def _facts(history: Sequence[ItemInfo], target: ItemInfo | None) -> list[str]:
             facts.append(f"the interest in {_join(sorted(early & late)[:3])} is stable across the history")
         else:
             facts.append(f"there is a shift from {types[0]} toward {types[-1]}")
-    kw = Counter(w for h in history for w in set(keywords(h, 6)))
+    kw = Counter(w for h in history for w in dict.fromkeys(keywords(h, 6)))   # in order: ties break the same way every run
     shared = [w for w, c in kw.most_common(4) if c > 1]
     if shared:
         facts.append(f"words like {_join(shared)} recur, which marks a steady need")

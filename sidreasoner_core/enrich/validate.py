@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Sequence
 
 from ..sid import find_sids
@@ -30,12 +31,19 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+@lru_cache(maxsize=None)
+def phrase_pattern(phrase: str, word: str = r"\w", flags: int = 0) -> re.Pattern:
+    """`phrase` as a whole phrase (not inside a longer word of `word` characters), compiled once: a
+    corpus check runs each title's pattern over many traces, past what `re`'s own cache holds."""
+    return re.compile(rf"(?<!{word}){re.escape(phrase)}(?!{word})" if word else re.escape(phrase), flags)
+
+
 def mentions_title(text: str, title: str) -> bool:
     """Case/whitespace-insensitive whole-phrase match of the title."""
     t = _norm(title)
     if len(t) < MIN_TITLE_CHARS:
         return False
-    return re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", _norm(text)) is not None
+    return phrase_pattern(t).search(_norm(text)) is not None
 
 
 def count_sentences(text: str) -> int:
