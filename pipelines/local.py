@@ -28,6 +28,7 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     from sidreasoner_core.config import list_presets
     from sidreasoner_core.run_config import NO_PRESET, resolve, train_gpus_of
     from sidreasoner_core.run_context import RUN_ID_ENV
+    from sidreasoner_core.training.runtime import CPU_MALLOC_ENV
     from pipelines.sidreasoner import sidreasoner_pipeline
 
     # Everything is checked before the run folder exists: a typo leaves nothing behind.
@@ -49,6 +50,8 @@ def run_local(data_uri: str | os.PathLike = SAMPLE_DATA, config: str | dict | No
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{base / 'mlflow.db'}"
     root = out / "pipeline_root"
+    for name, value in CPU_MALLOC_ENV.items():   # the step processes start with them (as in the images)
+        os.environ.setdefault(name, value)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                enable_caching=cache, cache_root=str(base / ".kfp_cache"))
     started = time.time()

