@@ -76,7 +76,6 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
     device = next(model.parameters()).device
     close_id = _single_token_id(tokenizer, THINK_CLOSE)
     stops = [i for i in {tokenizer.eos_token_id, close_id} if i is not None]
-    ends = set(stops) | {tokenizer.pad_token_id}
     kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=stops, do_sample=do_sample)
     if do_sample:
@@ -106,13 +105,8 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
             traces = []
             rows = range(i * num_return_sequences, (i + 1) * num_return_sequences)
             for row, logprob in zip(seqs[rows.start:rows.stop].tolist(), logprobs[rows.start:rows.stop]):
-                cut = next((j for j, t in enumerate(row) if t in ends), len(row))
-                closed = cut < len(row) and row[cut] == close_id
-                text = tokenizer.decode(row[:cut], skip_special_tokens=False)
-                if THINK_CLOSE in text:            # stop-string case: the close is inside the text
-                    text, closed = text.split(THINK_CLOSE, 1)[0], True
-                traces.append(Reasoning(text=text.strip(), tokens=cut, forced=not closed,
-                                        context=reasoning_context(prompt, text), logprob=float(logprob)))
+                traces.append(_trace(prompt, row, close_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer,
+                                     float(logprob)))
             out.append(traces)
     return out
 
@@ -267,10 +261,14 @@ def greedy_think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_b
     return out
 
 
-def _trace(prompt: str, row: list[int], close_id: int, eos_id: int | None, pad_id: int, tokenizer) -> Reasoning:
-    """The `Reasoning` of one greedy row (as `generate_reasoning` reads it)."""
-    ends = {close_id, eos_id, pad_id}
+def _trace(prompt: str, row: list[int], close_id: int | None, eos_id: int | None, pad_id: int, tokenizer,
+           logprob: float = 0.0) -> Reasoning:
+    """The `Reasoning` of one generated row: its tokens up to `</think>`, the end of turn or padding."""
+    ends = {close_id, eos_id, pad_id} - {None}
     cut = next((j for j, t in enumerate(row) if t in ends), len(row))
     closed = cut < len(row) and row[cut] == close_id
     text = tokenizer.decode(row[:cut], skip_special_tokens=False)
-    return Reasoning(text=text.strip(), tokens=cut, forced=not closed, context=reasoning_context(prompt, text))
+    if THINK_CLOSE in text:            # stop-string case (no single `</think>` token): the close is inside the text
+        text, closed = text.split(THINK_CLOSE, 1)[0], True
+    return Reasoning(text=text.strip(), tokens=cut, forced=not closed, context=reasoning_context(prompt, text),
+                     logprob=logprob)
