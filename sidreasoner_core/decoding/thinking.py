@@ -13,8 +13,6 @@ import torch
 
 from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..sid import TOKEN_RE
-
-NEG = float("-inf")
 from .constrained import encode_left_padded, pad_left, ranked_leaves, search_from
 
 
@@ -91,6 +89,7 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
     if close_id is None:
         kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
     sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
+    budget = SIDTokenBudget(sid_ids, max_sid_tokens, 0) if sid_ids else None   # as in generate_reasoning
     heads = [f"{p}{THINK_OPEN}\n" for p in prompts]
     out: list[list[Reasoning]] = []
     for start in tqdm(range(0, len(heads), batch_size), desc=desc, disable=not progress, leave=False):
@@ -205,7 +204,8 @@ def greedy_think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_b
     # an end of turn (or a pad) ends the trace without counting in the context, as the text context drops it
     dropped = torch.tensor(sorted({i for i in (eos_id, pad_id) if i is not None}), device=device)
     stops = torch.cat([dropped, torch.tensor([close_id], device=device)])
-    sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else None
+    sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
+    budget = SIDTokenBudget(sid_ids, max_sid_tokens, 0) if sid_ids else None   # as in generate_reasoning
     suffix = {True: tokenizer(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False)["input_ids"],
               False: tokenizer("\n\n", add_special_tokens=False)["input_ids"]}   # by "closed by force"
     heads = [tokenizer(f"{p}{THINK_OPEN}\n", add_special_tokens=False)["input_ids"] for p in prompts]
@@ -221,18 +221,13 @@ def greedy_think_then_rank(model, tokenizer, prompts: Sequence[str], trie, num_b
                              logits_to_keep=1)
             cache, next_pos = step_out.cache, pos[:, -1:] + 1
             done = torch.zeros(B, dtype=torch.bool, device=device)
-            sid_used = torch.zeros(B, dtype=torch.long, device=device)
             generated, real = [], []
             for step in range(max_new_tokens):
                 logits = step_out.logits[:, -1].float()
-                if sid_ids is not None:   # SID tokens inside the reasoning, bounded per row
-                    is_sid = torch.zeros(logits.size(1), dtype=torch.bool, device=device)
-                    is_sid[sid_ids] = True
-                    logits[(sid_used >= max_sid_tokens)[:, None] & is_sid] = NEG
+                if budget is not None:
+                    logits = budget(torch.stack(generated, 1) if generated else input_ids[:, :0], logits)
                 nxt = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), logits.argmax(-1))
                 keep = ~done & ~torch.isin(nxt, dropped)   # the token counts in the context
-                if sid_ids is not None:
-                    sid_used += (is_sid[nxt] & ~done).long()
                 generated.append(nxt)
                 real.append(keep)
                 done = done | torch.isin(nxt, stops)
