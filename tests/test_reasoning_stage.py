@@ -99,6 +99,31 @@ def test_own_trace_records_train_the_sid_after_the_models_own_reasoning(inputs):
         assert tok.decode([t for t, m in zip(ids, mask) if m]).startswith(sid)  # the loss starts at the SID
 
 
+def test_direct_rows_answer_the_same_samples_without_reasoning(inputs):
+    from sidreasoner_core import prompts
+    from sidreasoner_core.models import load_model
+    from sidreasoner_core.reasoning import coldstart
+    from sidreasoner_core.reasoning.config import ColdStartConfig
+    from sidreasoner_core.training.sft import tokenize_record
+
+    model, tok = load_model(str(inputs["model"]))
+    corpus = coldstart.read_reasoning(inputs["corpus"].path)
+    cfg = ColdStartConfig(self_traces={"enabled": True, "max_samples": 4, "max_reasoning_tokens": 5, "batch_size": 3,
+                                       "direct_rows": True})
+    recs, _ = coldstart.self_trace_records(model, tok, corpus, inputs["sid_by_item"], cfg)
+    own = [r for r in recs if r["task"] == coldstart.SELF_TRACE_TASK]
+    direct = [r for r in recs if r["task"] == coldstart.DIRECT_TASK]
+    assert len(own) == len(direct) == 4
+    for o, d in zip(own, direct):
+        # the same sample: its history without the thinking instruction, its target as the whole answer
+        assert o["prompt"][0]["content"] == d["prompt"][0]["content"] + " " + prompts.THINKING_INSTRUCTION
+        sid = d["completion"][0]["content"]
+        assert o["completion"][0]["content"].endswith(sid) and "completion_context" not in d
+        ids, mask = tokenize_record(d, tok)  # trained from direct mode's prompt, loss from the SID on
+        assert tok.decode([t for t, m in zip(ids, mask) if not m]) == prompts.direct_prompt(tok, d["prompt"][0]["content"])
+        assert tok.decode([t for t, m in zip(ids, mask) if m]).startswith(sid)
+
+
 def test_coldstart_then_own_traces_publishes_one_model(inputs, tmp_path):
     from sidreasoner_core.artifacts import open_artifact
     from sidreasoner_core.reasoning.config import ColdStartConfig

@@ -18,6 +18,7 @@ from .samples import ReasoningDataError, coldstart_rows, sid_rows
 
 TASK = "coldstart_reasoning"
 SELF_TRACE_TASK = "self_trace_answer"
+DIRECT_TASK = "direct_answer"
 
 
 def read_reasoning(corpus_dir: str | Path) -> pd.DataFrame:
@@ -55,6 +56,11 @@ def self_trace_records(model, tokenizer, reasoning: pd.DataFrame, sid_by_item: d
                     "completion": [{"role": "assistant", "content": prompts.thinking_response(trace.text,
                                                                                             row["target_sid"])}],
                     "completion_context": prompts.thinking_response(trace.text, "")})
+    if st.direct_rows:  # the same samples without the thinking instruction, answered by the bare SID (task 5)
+        direct = sid_rows(reasoning, sid_by_item, cfg.prompt.model_copy(update={"thinking": False}), st.max_samples,
+                          cfg.seed, source)
+        out += [{"task": DIRECT_TASK, "prompt": row["prompt"],
+                 "completion": [{"role": "assistant", "content": row["target_sid"]}]} for row in direct]
     closed = sum(not t.forced for (t,) in traces) / len(traces)
     return out, closed
 

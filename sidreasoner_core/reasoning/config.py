@@ -65,6 +65,9 @@ class SelfTraceConfig(StageConfig):
     max_reasoning_sid_tokens: int | None = Field(
         0, ge=0, description="SID tokens allowed inside a trace (as evaluate.max_reasoning_sid_tokens)")
     batch_size: int = Field(64, ge=1, description="prompts per generation batch")
+    direct_rows: bool = Field(False, description="also train the bare SID after the direct-mode prompt of each "
+                                                 "sample (alignment's task 5 again), so the cold-start does not "
+                                                 "cost direct mode")
     train: SFTOptions = Field(default_factory=self_trace_sft_defaults, description="the shared SFT options")
     _train_defaults = train_defaults(self_trace_sft_defaults)
 
