@@ -137,6 +137,7 @@ def test_coldstart_then_own_traces_publishes_one_model(inputs, tmp_path):
                         str(tmp_path / "cs"))
     m = open_artifact(art.path, kind="model").manifest["metrics"]
     assert m["global_step"] == 2 and m["self_traces_global_step"] == 3 and m["self_traces_samples"] == 4
+    assert m["self_traces_direct_rows"] == 0
     assert 0.0 <= m["self_traces_closed_share"] <= 1.0 and "self_traces_train_loss" in m
     assert (art.path / "model" / "config.json").is_file() and not (tmp_path / ".cs.work").exists()
     # the second SFT's losses follow the first's in the stage's curves

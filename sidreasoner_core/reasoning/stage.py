@@ -231,7 +231,9 @@ def _answer_after_own_traces(config: ColdStartConfig, result, reasoning, table: 
     own = coldstart.train_on_own_traces(config, str(first), recs, own_work, checkpoint_store=store, callbacks=[
         curve_callback(curves, prefix=SELF_TRACES_CURVE_PREFIX, step_offset=result.global_step)])
     metrics = {f"self_traces_{k}": v for k, v in own.metrics().items()}
-    metrics.update(self_traces_samples=float(len(recs)), self_traces_closed_share=closed)
+    direct = sum(r["task"] == coldstart.DIRECT_TASK for r in recs)
+    metrics.update(self_traces_samples=float(len(recs) - direct), self_traces_direct_rows=float(direct),
+                   self_traces_closed_share=closed)
     return own, metrics, store
 
 
