@@ -89,7 +89,6 @@ def generate_reasoning(model, tokenizer, prompts: Sequence[str], max_new_tokens:
     if close_id is None:
         kwargs.update(stop_strings=[THINK_CLOSE], tokenizer=tokenizer)
     sid_ids = sid_token_ids(tokenizer) if max_sid_tokens is not None else []
-    budget = SIDTokenBudget(sid_ids, max_sid_tokens, 0) if sid_ids else None   # as in generate_reasoning
     heads = [f"{p}{THINK_OPEN}\n" for p in prompts]
     out: list[list[Reasoning]] = []
     for start in tqdm(range(0, len(heads), batch_size), desc=desc, disable=not progress, leave=False):
