@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_bootstrap, sample_hits  # noqa: E402  (bench/ is not a package)
+from quality import evaluated, paired_bootstrap, sample_hits  # noqa: E402  (bench/ is not a package)
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -49,15 +49,11 @@ def run_config(steps: Path) -> dict:
 
 def scored(steps: Path, cfg: dict, model: Path, out: Path, direct_only: bool = False) -> Path:
     """`out`'s predictions of `model` on test with the run's evaluate settings (computed once)."""
-    if not (out / "metrics.json").is_file():
-        from sidreasoner_core.artifacts import open_artifact
-        from sidreasoner_core.evaluation.config import EvaluateConfig
-        from sidreasoner_core.evaluation.stage import run as evaluate
+    from sidreasoner_core.evaluation.config import EvaluateConfig
 
-        ev = EvaluateConfig.build(cfg.get("evaluate", {}), source="config").model_dump()
-        ev.update(best_of_n=0, batch_size=32, **({"thinking_samples": 0} if direct_only else {}))
-        evaluate(EvaluateConfig.model_validate(ev), open_artifact(steps / "data-op" / "dataset"),
-                 open_artifact(steps / "sids-op" / "sids"), str(model), None, out)
+    ev = EvaluateConfig.build(cfg.get("evaluate", {}), source="config").model_dump()
+    ev.update(best_of_n=0, batch_size=32, **({"thinking_samples": 0} if direct_only else {}))
+    evaluated(ev, steps / "data-op" / "dataset", steps / "sids-op" / "sids", model, out)
     return out
 
 
@@ -92,12 +88,12 @@ def figures(run_dir: Path, override: dict, rl: bool = False) -> dict:
     evals = {"aligned": scored(steps, cfg, steps / "align-op" / "aligned_model", run_dir / "aligned_direct_eval", True),
              "cold-start (run's)": scored(steps, cfg, steps / "coldstart-op" / "model", run_dir / "coldstart_both_eval"),
              "cold-start (again)": scored(steps, new_cfg, coldstart_again(steps, new_cfg, out / "model"), out / "eval")}
+    hits, figs = {}, {"run": str(run_dir), "coldstart override": override}
     if rl:
         policy = grpo_again(steps, new_cfg, out / "model", out / "grpo_model")
         evals["after RL"] = scored(steps, new_cfg, policy, out / "grpo_eval")
         m = json.loads((policy / "manifest.json").read_text()).get("metrics", {})
-        figs_rl = {k: m[k] for k in ("published_step", "train_steps") if k in m}
-    hits, figs = {}, {"run": str(run_dir), "coldstart override": override, **({"GRPO policy": figs_rl} if rl else {})}
+        figs["GRPO policy"] = {k: m[k] for k in ("published_step", "train_steps") if k in m}
     for name, ev in evals.items():
         m = json.loads((ev / "metrics.json").read_text())
         for mode in ("direct", "thinking"):

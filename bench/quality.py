@@ -73,33 +73,31 @@ def find(run_dir: Path, output: str) -> Path:
     return Path(hits[0])
 
 
-def aligned_direct(run_dir: Path, batch_size: int) -> dict:
-    """Direct-mode metrics of the aligned model (no cold-start/GRPO), cached beside the run."""
-    cached = run_dir / "aligned_eval" / "metrics.json"
-    if not cached.is_file():
-        from sidreasoner_core.artifacts import open_artifact
-        from sidreasoner_core.evaluation.config import EvaluateConfig
-        from sidreasoner_core.evaluation.stage import run as evaluate
-
-        evaluate(EvaluateConfig(thinking_samples=0, batch_size=batch_size), open_artifact(find(run_dir, "dataset")),
-                 open_artifact(find(run_dir, "sids")), str(find(run_dir, "aligned_model")), None,
-                 run_dir / "aligned_eval")
-    return json.loads(cached.read_text())["direct"]
-
-
-def evaluate_again(run_dir: Path, model: str | Path, override: dict, out: Path) -> dict:
-    """Metrics of `model` (the run's "coldstart-op/model", "grpo-op/model", or a model directory) under
-    the run's own evaluate settings with `override` applied, written to `out` once and read from there after."""
+def evaluated(settings: dict, dataset: Path, sids: Path, model: str | Path, out: Path) -> dict:
+    """Metrics of `model` on the test split of `dataset` under the evaluate `settings`, written to `out` once
+    and read from there after (a killed bench resumes)."""
     if not (out / "metrics.json").is_file():
         from sidreasoner_core.artifacts import open_artifact
         from sidreasoner_core.evaluation.config import EvaluateConfig
         from sidreasoner_core.evaluation.stage import run as evaluate
 
-        cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
-        evaluate(EvaluateConfig.model_validate({**cfg, **override}), open_artifact(find(run_dir, "dataset")),
-                 open_artifact(find(run_dir, "sids")), str(model if isinstance(model, Path) else find(run_dir, model)),
-                 None, out)
+        evaluate(EvaluateConfig.model_validate(settings), open_artifact(dataset), open_artifact(sids), str(model), None,
+                 out)
     return json.loads((out / "metrics.json").read_text())
+
+
+def aligned_direct(run_dir: Path, batch_size: int) -> dict:
+    """Direct-mode metrics of the aligned model (no cold-start/GRPO), cached beside the run."""
+    return evaluated({"thinking_samples": 0, "batch_size": batch_size}, find(run_dir, "dataset"), find(run_dir, "sids"),
+                     find(run_dir, "aligned_model"), run_dir / "aligned_eval")["direct"]
+
+
+def evaluate_again(run_dir: Path, model: str | Path, override: dict, out: Path) -> dict:
+    """Metrics of `model` (the run's "coldstart-op/model", "grpo-op/model", or a model directory) under
+    the run's own evaluate settings with `override` applied, written to `out` once and read from there after."""
+    cfg = json.loads((find(run_dir, "evaluation") / "manifest.json").read_text())["config"]  # the run's own
+    return evaluated({**cfg, **override}, find(run_dir, "dataset"), find(run_dir, "sids"),
+                     model if isinstance(model, Path) else find(run_dir, model), out)
 
 
 def coldstart_thinking(run_dir: Path, batch_size: int) -> dict:
