@@ -503,3 +503,46 @@ def test_likelihood_reward_scored_by_the_frozen_reference(planted, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, scorer.parameters()))
     with pytest.raises(ValueError, match="likelihood_model 'reference' needs beta > 0"):
         small_config(beta=0.0, reward={"likelihood_weight": 0.5, "likelihood_model": "reference"})
+
+
+def test_rollout_reasoning_budget_closes_every_trace_into_a_catalogue_sid(planted):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+
+    from sidreasoner_core.decoding.thinking_constraint import close_token_ids, thinking_sid_logits_processor
+    from sidreasoner_core.reasoning.rewards import parse_prediction
+
+    tok = AutoTokenizer.from_pretrained(planted["model"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(planted["model"])
+    prompt = tok.apply_chat_template(planted["rows"][0]["prompt"], tokenize=False, add_generation_prompt=True)
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+    close = close_token_ids(tok)[0]
+    budget = 3
+
+    def rollouts(proc, max_new_tokens=12):
+        torch.manual_seed(0)
+        proc.reset()
+        out = model.generate(**enc, do_sample=True, temperature=3.0, max_new_tokens=max_new_tokens,
+                             num_return_sequences=16, pad_token_id=tok.pad_token_id,
+                             logits_processor=LogitsProcessorList([proc]))
+        return out[:, enc["input_ids"].shape[1]:]
+
+    # hot sampling: without a budget some rollouts ramble past 3 tokens or end (EOS) without closing
+    free = rollouts(thinking_sid_logits_processor(tok, planted["catalogue"]))
+    assert any(close not in row[:budget + 1].tolist() for row in free)
+    forced = rollouts(thinking_sid_logits_processor(tok, planted["catalogue"], reasoning_budget=budget))
+    for row in forced:
+        assert close in row[:budget + 1].tolist()  # closed at the latest as token budget + 1
+        pred = parse_prediction(tok.decode(row, skip_special_tokens=False))
+        assert pred.has_think_close and pred.parsed and pred.sid in planted["catalogue"]
+    # a second generate call counts its budget from its own prompt again (reset), not from the first call's
+    again = rollouts(thinking_sid_logits_processor(tok, planted["catalogue"], reasoning_budget=budget))
+    assert torch.equal(again, forced)
+
+
+def test_rollout_reasoning_budget_needs_the_constraint_and_room():
+    with pytest.raises(ValueError, match="constrained_sid"):
+        small_config(rollout_reasoning_budget=4)
+    with pytest.raises(ValueError, match="leave room"):
+        small_config(constrained_sid=True, rollout_reasoning_budget=12)
+    assert small_config(constrained_sid=True, rollout_reasoning_budget=4).rollout_reasoning_budget == 4

@@ -45,17 +45,50 @@ def whitespace_token_ids(tokenizer) -> list[int]:
 
 
 class ThinkingSIDLogitsProcessor:
-    """HF logits processor: unconstrained until `</think>`, then whitespace, then one catalogue SID, then EOS."""
+    """HF logits processor: unconstrained until `</think>`, then whitespace, then one catalogue SID, then EOS.
 
-    def __init__(self, trie, close_ids: list[int], eos_token_id: int, whitespace_ids: list[int]):
+    With `reasoning_budget`, a row still reasoning cannot end (EOS), and once it has generated that many tokens it
+    is made to write `</think>` next, as evaluation closes a trace at its budget (`decoding.thinking`): every
+    rollout then ends in a catalogue SID. `reset()` marks the start of a new `generate` call (where the prompt ends)."""
+
+    def __init__(self, trie, close_ids: list[int], eos_token_id: int, whitespace_ids: list[int],
+                 reasoning_budget: int | None = None):
         self.trie, self.eos = trie, eos_token_id
         self.close = torch.tensor(close_ids, dtype=torch.long)
         self.space = torch.tensor(whitespace_ids, dtype=torch.long)
+        self.budget, self.start = reasoning_budget, None
+
+    def reset(self) -> None:
+        self.start = None
+
+    def _force_close(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Rows that have not closed their reasoning: no EOS before the budget, then only the next `</think>` token."""
+        if self.start is None:
+            self.start = input_ids.size(1)
+        open_rows = (close_ends(input_ids, self.close) < 0).nonzero().flatten()
+        if not len(open_rows):
+            return scores
+        scores = scores.clone()
+        if input_ids.size(1) - self.start < self.budget:
+            scores[open_rows, self.eos] = float("-inf")
+            return scores
+        # a multi-token `</think>` may be partly written: continue it where the row's tail left off
+        n = self.close.numel()
+        written = torch.zeros(len(open_rows), dtype=torch.long, device=input_ids.device)
+        for k in range(1, min(n, input_ids.size(1))):
+            tail = (input_ids[open_rows, -k:] == self.close[:k]).all(dim=1)
+            written = torch.where(tail, torch.full_like(written, k), written)
+        forced = torch.full_like(scores[open_rows], float("-inf"))
+        forced[torch.arange(len(open_rows)), self.close[written]] = 0.0
+        scores[open_rows] = forced
+        return scores
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.trie.tokens[0].device != scores.device:
             self.trie = self.trie.to(scores.device)
             self.space, self.close = self.space.to(scores.device), self.close.to(scores.device)
+        if self.budget is not None:
+            scores = self._force_close(input_ids, scores)
         if not (input_ids == self.close[-1]).any():  # cheap pre-check: no row has closed its reasoning
             return scores
         # Batched over rows (a rollout step holds hundreds): where each row closed its reasoning, how many
@@ -89,9 +122,9 @@ class ThinkingSIDLogitsProcessor:
         return out
 
 
-def thinking_sid_logits_processor(tokenizer, catalogue) -> ThinkingSIDLogitsProcessor:
+def thinking_sid_logits_processor(tokenizer, catalogue, reasoning_budget: int | None = None) -> ThinkingSIDLogitsProcessor:
     from .constrained import SIDTrie
 
     trie = SIDTrie.build(list(catalogue.item_by_sid), tokenizer)
     return ThinkingSIDLogitsProcessor(trie, close_token_ids(tokenizer), tokenizer.eos_token_id,
-                                      whitespace_token_ids(tokenizer))
+                                      whitespace_token_ids(tokenizer), reasoning_budget)

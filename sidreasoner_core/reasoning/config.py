@@ -141,6 +141,11 @@ class GRPOStageConfig(StageConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     constrained_sid: bool = Field(
         False, description="constrain rollouts after </think> to catalogue SIDs (off: the paper's setting)")
+    rollout_reasoning_budget: int | None = Field(
+        None, ge=1, description="with constrained_sid: a rollout that has not closed its reasoning after this many "
+                                "tokens writes </think> next, as evaluation closes a trace at its budget, so every "
+                                "rollout ends in a SID and the reward's spread is about the recommendation, not the "
+                                "format (None: off; not in the paper; docs/quality.md, session 23)")
     use_vllm: bool = Field(False, description="vLLM rollouts (GPU); off = transformers generate")
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_server_base_url: str | None = Field(None, description="server mode: URL of `trl vllm-serve`")
@@ -181,6 +186,13 @@ class GRPOStageConfig(StageConfig):
             raise ValueError("early_stopping_patience needs publish 'best_validation' and eval_samples > 0 (it "
                              "stops where the validation curve stopped rising; publishing the last step would then "
                              "publish a policy the curve says is worse)")
+        if self.rollout_reasoning_budget is not None:
+            if not self.constrained_sid or self.use_vllm:
+                raise ValueError("rollout_reasoning_budget needs constrained_sid and transformers rollouts (use_vllm "
+                                 "false): the budget is enforced by the rollout constraint")
+            if self.rollout_reasoning_budget >= self.max_completion_length:
+                raise ValueError(f"rollout_reasoning_budget ({self.rollout_reasoning_budget}) must leave room in "
+                                 f"max_completion_length ({self.max_completion_length}) for </think> and the SID")
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ValueError("vllm_mode 'server' needs vllm_server_base_url")
         if self.reward.likelihood_weight > 0 and self.reward.likelihood_model == "reference" and self.beta == 0:

@@ -105,11 +105,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, catalogue: sidlib.Catalogu
     )
 
 
-def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue):
+def sid_logits_processor(tokenizer, catalogue: sidlib.Catalogue, reasoning_budget: int | None = None):
     """The transformers-path rollout constraint (the catalogue trie's processor, started after `</think>`)."""
     from ..decoding.thinking_constraint import thinking_sid_logits_processor
 
-    return thinking_sid_logits_processor(tokenizer, catalogue)
+    return thinking_sid_logits_processor(tokenizer, catalogue, reasoning_budget)
 
 
 def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], catalogue: sidlib.Catalogue,
@@ -133,7 +133,7 @@ def make_trainer(cfg: GRPOStageConfig, model_dir: Path, train_rows: list[dict], 
         vllm_cpu.check_model(model_dir)
     processor = None
     if cfg.constrained_sid and not cfg.use_vllm:
-        processor = sid_logits_processor(tokenizer, catalogue)
+        processor = sid_logits_processor(tokenizer, catalogue, cfg.rollout_reasoning_budget)
     trainer_cls = _constrained_trainer_class() if processor is not None else GRPOTrainer
     cpu_server = cpu_vllm and cfg.vllm_mode == "server"
     # beta > 0 needs a reference model: TRL rebuilds it from a path, so pass the directory, not a module.
@@ -166,6 +166,8 @@ def _constrained_trainer_class():
 
         def _generate_single_turn(self, *args, **kwargs):
             model = self.accelerator.unwrap_model(self.model_wrapped)
+            if hasattr(self.sid_logits_processor, "reset"):  # its reasoning budget counts from this call's prompt
+                self.sid_logits_processor.reset()
             model.generate = functools.partial(type(model).generate, model,
                                                logits_processor=LogitsProcessorList([self.sid_logits_processor]))
             try:
