@@ -519,13 +519,12 @@ def test_rollout_reasoning_budget_closes_every_trace_into_a_catalogue_sid(plante
     close = close_token_ids(tok)[0]
     budget = 3
 
-    def rollouts(proc, max_new_tokens=12):
+    def rollouts(proc, inputs=enc):
         torch.manual_seed(0)
-        proc.reset()
-        out = model.generate(**enc, do_sample=True, temperature=3.0, max_new_tokens=max_new_tokens,
-                             num_return_sequences=16, pad_token_id=tok.pad_token_id,
-                             logits_processor=LogitsProcessorList([proc]))
-        return out[:, enc["input_ids"].shape[1]:]
+        proc.reset()   # as the constrained trainer does before each generate call
+        out = model.generate(**inputs, do_sample=True, temperature=3.0, max_new_tokens=12, num_return_sequences=16,
+                             pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList([proc]))
+        return out[:, inputs["input_ids"].shape[1]:]
 
     # hot sampling: without a budget some rollouts ramble past 3 tokens or end (EOS) without closing
     free = rollouts(thinking_sid_logits_processor(tok, planted["catalogue"]))
@@ -535,9 +534,10 @@ def test_rollout_reasoning_budget_closes_every_trace_into_a_catalogue_sid(plante
         assert close in row[:budget + 1].tolist()  # closed at the latest as token budget + 1
         pred = parse_prediction(tok.decode(row, skip_special_tokens=False))
         assert pred.has_think_close and pred.parsed and pred.sid in planted["catalogue"]
-    # a second generate call counts its budget from its own prompt again (reset), not from the first call's
-    again = rollouts(thinking_sid_logits_processor(tok, planted["catalogue"], reasoning_budget=budget))
-    assert torch.equal(again, forced)
+    # a processor first used on a longer prompt counts its next call's budget from that call's prompt (reset)
+    reused = thinking_sid_logits_processor(tok, planted["catalogue"], reasoning_budget=budget)
+    rollouts(reused, tok([prompt + "ok ok ok ok ok ok"], return_tensors="pt", add_special_tokens=False))
+    assert torch.equal(rollouts(reused), forced)
 
 
 def test_rollout_reasoning_budget_needs_the_constraint_and_room():

@@ -61,11 +61,12 @@ class ThinkingSIDLogitsProcessor:
     def reset(self) -> None:
         self.start = None
 
-    def _force_close(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Rows that have not closed their reasoning: no EOS before the budget, then only the next `</think>` token."""
+    def _force_close(self, input_ids: torch.Tensor, scores: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Rows that have not closed their reasoning (`after` < 0, `close_ends`'s): no EOS before the budget, then
+        only the next `</think>` token."""
         if self.start is None:
             self.start = input_ids.size(1)
-        open_rows = (close_ends(input_ids, self.close) < 0).nonzero().flatten()
+        open_rows = (after < 0).nonzero().flatten()
         if not len(open_rows):
             return scores
         scores = scores.clone()
@@ -87,15 +88,20 @@ class ThinkingSIDLogitsProcessor:
         if self.trie.tokens[0].device != scores.device:
             self.trie = self.trie.to(scores.device)
             self.space, self.close = self.space.to(scores.device), self.close.to(scores.device)
-        if self.budget is not None:
-            scores = self._force_close(input_ids, scores)
-        if not (input_ids == self.close[-1]).any():  # cheap pre-check: no row has closed its reasoning
+        after = None
+        if self.budget is not None:   # every row's close position is needed now, once for both parts
+            after = close_ends(input_ids, self.close)
+            scores = self._force_close(input_ids, scores, after)
+        elif not (input_ids == self.close[-1]).any():  # cheap pre-check: no row has closed its reasoning
             return scores
         # Batched over rows (a rollout step holds hundreds): where each row closed its reasoning, how many
         # separator tokens follow, and how many SID tokens it has written since.
         length = input_ids.size(1)
-        after = close_ends(input_ids, self.close)
+        if after is None:
+            after = close_ends(input_ids, self.close)
         closed = after >= 0
+        if not closed.any():
+            return scores
         is_space = torch.isin(input_ids, self.space)
         n_space = torch.zeros_like(after)
         leading = closed.clone()
@@ -122,7 +128,8 @@ class ThinkingSIDLogitsProcessor:
         return out
 
 
-def thinking_sid_logits_processor(tokenizer, catalogue, reasoning_budget: int | None = None) -> ThinkingSIDLogitsProcessor:
+def thinking_sid_logits_processor(tokenizer, catalogue,
+                                  reasoning_budget: int | None = None) -> ThinkingSIDLogitsProcessor:
     from .constrained import SIDTrie
 
     trie = SIDTrie.build(list(catalogue.item_by_sid), tokenizer)
