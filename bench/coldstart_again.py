@@ -47,12 +47,13 @@ def run_config(steps: Path) -> dict:
     return json.loads(out["parameterValues"]["config_json"])
 
 
-def scored(steps: Path, cfg: dict, model: Path, out: Path, direct_only: bool = False) -> Path:
-    """`out`'s predictions of `model` on test with the run's evaluate settings (computed once)."""
+def scored(steps: Path, cfg: dict, model: Path, out: Path, direct_only: bool = False, **override) -> Path:
+    """`out`'s predictions of `model` on test with the run's evaluate settings (computed once); `override`
+    changes evaluate settings (e.g. `split="valid"`)."""
     from sidreasoner_core.evaluation.config import EvaluateConfig
 
     ev = EvaluateConfig.build(cfg.get("evaluate", {}), source="config").model_dump()
-    ev.update(best_of_n=0, batch_size=32, **({"thinking_samples": 0} if direct_only else {}))
+    ev.update(best_of_n=0, batch_size=32, **({"thinking_samples": 0} if direct_only else {}), **override)
     evaluated(ev, steps / "data-op" / "dataset", steps / "sids-op" / "sids", model, out)
     return out
 

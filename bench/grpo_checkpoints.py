@@ -22,19 +22,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from coldstart_again import run_config, step_dir  # noqa: E402  (bench/ is not a package)
-from quality import evaluated, paired_bootstrap, sample_hits  # noqa: E402
+from coldstart_again import run_config, scored, step_dir  # noqa: E402  (bench/ is not a package)
+from quality import paired_bootstrap, sample_hits  # noqa: E402
 
 SUBSETS = (200, 1000)
-
-
-def scored(steps: Path, cfg: dict, model: Path, split: str, out: Path) -> dict:
-    """`model`'s metrics on `split` with the run's evaluate settings (thinking mode; direct too on test)."""
-    from sidreasoner_core.evaluation.config import EvaluateConfig
-
-    ev = EvaluateConfig.build(cfg.get("evaluate", {}), source="config").model_dump()
-    ev.update(split=split, best_of_n=0, batch_size=32, direct=split == "test")
-    return evaluated(ev, steps / "data-op" / "dataset", steps / "sids-op" / "sids", model, out)
 
 
 def figures(run_dir: Path, models: dict[str, Path]) -> dict:
@@ -50,8 +41,9 @@ def figures(run_dir: Path, models: dict[str, Path]) -> dict:
     for name, model in models.items():
         row = {}
         for split in ("valid", "test"):
-            cache = run_dir / "grpo_checkpoints" / name / split
-            m = scored(steps, cfg, model, split, cache)
+            cache = scored(steps, cfg, model, run_dir / "grpo_checkpoints" / name / split, split=split,
+                           direct=split == "test")  # thinking mode; direct too on test
+            m = json.loads((cache / "metrics.json").read_text())
             hits[name, split] = sample_hits(cache / "predictions.parquet", "thinking")
             row[f"{split} thinking R@10"] = m["thinking"]["recall@10"]
             if split == "test":

@@ -74,8 +74,8 @@ def find(run_dir: Path, output: str) -> Path:
 
 
 def evaluated(settings: dict, dataset: Path, sids: Path, model: str | Path, out: Path) -> dict:
-    """Metrics of `model` on the test split of `dataset` under the evaluate `settings`, written to `out` once
-    and read from there after (a killed bench resumes)."""
+    """Metrics of `model` on `dataset` under the evaluate `settings` (their split: test unless they name another),
+    written to `out` once and read from there after (a killed bench resumes)."""
     if not (out / "metrics.json").is_file():
         from sidreasoner_core.artifacts import open_artifact
         from sidreasoner_core.evaluation.config import EvaluateConfig
